@@ -1,0 +1,819 @@
+"""A pure-Python TokenMonster engine: `.vocab` loading, encoding and decoding.
+
+Written from the TokenMonster implementation specification (SPEC.md in the
+project's shared data) and checked, bit for bit, against golden vectors produced by
+the Go reference. This file travels to the Hugging Face Hub next to the model
+weights and runs under ``trust_remote_code``: it imports only the standard library.
+
+Public API::
+
+    vocab = Vocab.load("english-8000-strict-nocapcode-v1.vocab")
+    ids = vocab.encode("Hello world")        # -> [98, 1637, 593, 3963]
+    vocab.decode(ids)                        # -> b"Hello world"   (raw bytes, as the reference)
+    dec = vocab.decoder()                    # streaming: dec.decode(ids) -> bytes, dec.flush() -> bytes
+
+Supported vocabularies: capcode level 0 or 1, UTF-8 charset, normalization 0 (none) or
+1 (NFD), with or without an UNK token. Everything else (full capcode, raw-byte or UTF-16
+charsets, the other normalizations) is refused at load time with ``UnsupportedVocabError``
+rather than tokenized wrongly.
+
+Speed. The tokenizer is a greedy scan with look-ahead; a direct port runs at about
+0.05 MB/s. From a "fresh" state at position ``p`` (no look-ahead token carried over)
+everything that follows depends only on ``data[p:]``, and in practice only on the few
+bytes the scan actually reads before it reaches the next fresh state. ``_segment`` runs
+the scan from one fresh state to the next and records how far it read; the result is
+memoised under exactly those bytes (cut at the next space, which is where fresh states
+almost always fall). A later text that starts with the same bytes at a fresh state must
+take the same decisions, so the memo is exact, not a heuristic. A native implementation
+can replace ``Vocab._encode_normalized`` behind the same API.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import unicodedata
+
+__all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError"]
+
+NONE_ID = 0xFFFFFF  # the file format's "no value" for 24-bit fields
+_MAX_KEY_LEN = 40
+_HEADER_LEN = 24
+_ENTRY_FIXED = 15  # flag, n_words, alt1, alt2, id, score after the key
+_NEG = -1000000
+
+_DEL_MARK = 0x7F  # capcode level-1 "delete the next byte" marker
+_DELETE_PAIR_RE = re.compile(rb"\x7f[\x00-\xff]?")
+
+# Memo limits: keys longer than this are not cached (they are rare and would only bloat
+# the memo); the memo is cleared when it holds this many entries.
+_MEMO_MAX_KEY = 256
+_MEMO_MAX_ENTRIES = 300_000
+_MEMO_MAX_LENGTHS = 24
+
+
+class _Longer:
+    """Memo marker: segments starting with this first word read further; their lengths."""
+
+    __slots__ = ("lengths",)
+
+    def __init__(self):
+        self.lengths = []
+
+
+class UnsupportedVocabError(ValueError):
+    """A well-formed vocabulary that uses a feature this engine does not implement."""
+
+
+class EncodeResult(tuple):
+    """``(ids, missing, normalized)``: token ids, count of dropped input bytes, and the
+    exact bytes that were tokenized (after normalization and capcode encoding)."""
+
+    __slots__ = ()
+
+    def __new__(cls, ids, missing, normalized):
+        return tuple.__new__(cls, (ids, missing, normalized))
+
+    ids = property(lambda self: self[0])
+    missing = property(lambda self: self[1])
+    normalized = property(lambda self: self[2])
+
+
+# ---------------------------------------------------------------------------------------
+# Normalization (SPEC §3) and capcode level 1 (SPEC §4.2), on str.
+
+# Character classes used by the level-1 marker rule, one character per input code point:
+# "a" letter (L*), "0" number (N*), "m" mark (M*), " " U+0020, "'" apostrophes, "." other.
+class _ClassTable(dict):
+    def __missing__(self, code):
+        if code == 0x20:
+            cls = " "
+        elif code == 0x27 or code == 0x2019:
+            cls = "'"
+        else:
+            major = unicodedata.category(chr(code))[0]
+            cls = {"L": "a", "N": "0", "M": "m"}.get(major, ".")
+        self[code] = cls
+        return cls
+
+
+_CLASSES = _ClassTable()
+for _c in range(128):
+    _CLASSES[_c]  # pre-fill ASCII so the common case never reaches __missing__
+
+# A letter gets a marker unless the previous code point is a space, letter or mark, or an
+# apostrophe that follows a letter; a number gets one unless it follows a space or number.
+_MARKER_IN_CLASSES_RE = re.compile(r"(?<![ am])(?<!a')(?=a)|(?<![ 0])(?=0)")
+_MARKER_ASCII_RE = re.compile(r"(?<![ A-Za-z])(?<![A-Za-z]')(?=[A-Za-z])|(?<![ 0-9])(?=[0-9])")
+_LONG_NONASCII_RE = re.compile(r"[^\x00-\x7f]{31,}")
+_CGJ = "\u034f"
+_MAX_NONSTARTERS = 30
+
+
+def _nfd_stream_safe(text: str) -> str:
+    """NFD as Go's x/text does it: a CGJ goes in after 30 consecutive non-starters."""
+    nfd = unicodedata.normalize("NFD", text)
+    for run in _LONG_NONASCII_RE.finditer(nfd):
+        count = 0
+        for ch in run.group():
+            count = count + 1 if unicodedata.combining(ch) else 0
+            if count > _MAX_NONSTARTERS:
+                return unicodedata.normalize("NFD", _insert_cgj(text))
+    return nfd
+
+
+def _insert_cgj(text: str) -> str:
+    out = []
+    nonstarters = 0
+    for ch in text:
+        decomposed = unicodedata.normalize("NFD", ch)
+        lead = 0
+        for d in decomposed:
+            if not unicodedata.combining(d):
+                break
+            lead += 1
+        trail = 0
+        for d in reversed(decomposed):
+            if not unicodedata.combining(d):
+                break
+            trail += 1
+        if lead == 0:
+            nonstarters = trail
+        else:
+            nonstarters += lead
+            if nonstarters > _MAX_NONSTARTERS:
+                out.append(_CGJ)
+                nonstarters = trail
+        out.append(ch)
+    return "".join(out)
+
+
+def _capcode1(text: str) -> str:
+    """Insert the ``\\x7f `` delete markers of capcode level 1; DEL itself becomes 0x14."""
+    if "\x7f" in text:
+        text = text.replace("\x7f", "\x14")
+    if text.isascii():
+        return _MARKER_ASCII_RE.sub("\x7f ", text)
+    classes = text.translate(_CLASSES)
+    cuts = [m.start() for m in _MARKER_IN_CLASSES_RE.finditer(classes)]
+    if not cuts:
+        return text
+    parts = []
+    prev = 0
+    for cut in cuts:
+        parts.append(text[prev:cut])
+        prev = cut
+    parts.append(text[prev:])
+    return "\x7f ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# The vocabulary file (SPEC §2).
+
+
+class _Reader:
+    """Bounds-checked little-endian reads that fail with a message naming the file."""
+
+    def __init__(self, buf: bytes, name: str):
+        self.buf = buf
+        self.name = name
+        self.pos = 0
+
+    def fail(self, what: str):
+        raise ValueError(
+            f"{self.name}: not a valid TokenMonster .vocab file: {what}. "
+            "Pass the path of an unmodified .vocab file (e.g. english-8000-strict-nocapcode-v1.vocab)."
+        )
+
+    def need(self, n: int, what: str):
+        if self.pos + n > len(self.buf):
+            self.fail(f"file ends at byte {len(self.buf)} in the middle of {what} (needs {n} more bytes at offset {self.pos})")
+
+    def u8(self, what: str) -> int:
+        self.need(1, what)
+        v = self.buf[self.pos]
+        self.pos += 1
+        return v
+
+    def u24(self, what: str) -> int:
+        self.need(3, what)
+        b = self.buf
+        p = self.pos
+        self.pos = p + 3
+        return b[p] | b[p + 1] << 8 | b[p + 2] << 16
+
+    def take(self, n: int, what: str) -> bytes:
+        self.need(n, what)
+        v = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return v
+
+
+class Vocab:
+    """A loaded TokenMonster vocabulary. Build it with :meth:`Vocab.load` or :meth:`Vocab.from_bytes`.
+
+    Attributes: ``vocab_size`` (distinct token ids), ``n_ids`` (size of the id space, highest
+    id + 1), ``capcode``, ``charset``, ``normalization``, ``mode``, ``delete_id`` and
+    ``unk_id`` (``None`` when absent), ``max_token_len``, ``name``.
+    """
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocab":
+        """Read a ``.vocab`` file. A truncated, corrupt or foreign file raises ``ValueError``."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                buf = f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"TokenMonster vocabulary not found: {path}") from None
+        return cls.from_bytes(buf, name=path)
+
+    @classmethod
+    def from_bytes(cls, buf: bytes, name: str = "<bytes>") -> "Vocab":
+        """Parse the bytes of a ``.vocab`` file; ``name`` is used in error messages."""
+        self = cls.__new__(cls)
+        self._init_from_bytes(bytes(buf), name)
+        return self
+
+    def _init_from_bytes(self, buf: bytes, name: str) -> None:
+        r = _Reader(buf, name)
+        if len(buf) < _HEADER_LEN:
+            r.fail(f"it is {len(buf)} bytes long, shorter than the {_HEADER_LEN}-byte header")
+        capcode, charset, normalization, mode = buf[0], buf[1], buf[2], buf[3]
+        if capcode > 2:
+            r.fail(f"capcode level {capcode} in the header (must be 0, 1 or 2)")
+        if charset > 2:
+            r.fail(f"charset {charset} in the header (must be 0, 1 or 2)")
+        r.pos = 8
+        unk_id = r.u24("the header")
+        vocab_size = r.u24("the header")
+        n_ids = r.u24("the header")
+        n_entries = r.u24("the header")
+        delete_id = r.u24("the header")
+        max_token_len = r.u8("the header")
+        if max_token_len > _MAX_KEY_LEN:
+            r.fail(f"header says the longest token is {max_token_len} bytes (at most {_MAX_KEY_LEN})")
+        # Each entry is at least 17 bytes and the class table 256: reject impossible counts
+        # before looping, so random bytes fail at once.
+        if _HEADER_LEN + n_entries * 17 + 256 + 3 > len(buf):
+            r.fail(f"header announces {n_entries} token entries, more than a {len(buf)}-byte file can hold")
+
+        keys, flags, nwords, alt1, alt2, ids = [], [], [], [], [], []
+        index_of = {}
+        for e in range(n_entries):
+            where = f"token entry {e} of {n_entries}"
+            klen = r.u8(where)
+            if klen == 0 or klen > _MAX_KEY_LEN:
+                r.fail(f"{where} has a key of {klen} bytes (must be 1..{_MAX_KEY_LEN})")
+            key = r.take(klen, where)
+            r.need(_ENTRY_FIXED, where)
+            flag = r.u8(where)
+            nw = r.u8(where)
+            a1 = r.u24(where)
+            a2 = r.u24(where)
+            tid = r.u24(where)
+            r.take(4, where)  # score: plays no part in tokenization
+            for alt in (a1, a2):
+                if alt != NONE_ID and alt >= e:
+                    r.fail(f"{where} names entry {alt} as an alternative; alternatives must be earlier entries")
+            if tid >= n_ids:
+                r.fail(f"{where} has id {tid}, outside the header's id range 0..{n_ids - 1}")
+            if key in index_of:
+                r.fail(f"{where} repeats the key {key!r} of entry {index_of[key]}")
+            index_of[key] = e
+            keys.append(key)
+            flags.append(flag)
+            nwords.append(nw)
+            alt1.append(-1 if a1 == NONE_ID else a1)
+            alt2.append(-1 if a2 == NONE_ID else a2)
+            ids.append(tid)
+        begin_class = r.take(256, "the byte-class table")
+        n_deleted = r.u24("the deleted-token count")
+        for d in range(n_deleted):
+            where = f"deleted token {d} of {n_deleted}"
+            r.take(r.u8(where), where)
+            r.take(7, where)
+        if r.pos != len(buf):
+            r.fail(f"{len(buf) - r.pos} unexpected bytes after the end of the data at offset {r.pos}")
+        for label, value in (("delete", delete_id), ("UNK", unk_id)):
+            if value != NONE_ID and value >= n_ids:
+                r.fail(f"the {label} token id {value} is outside the id range 0..{n_ids - 1}")
+        if n_ids > n_entries + n_deleted + 2:
+            r.fail(f"header announces {n_ids} ids for only {n_entries} entries")
+        if vocab_size > n_ids:
+            r.fail(f"header's vocab_size {vocab_size} exceeds its id range {n_ids}")
+
+        if capcode == 2:
+            raise UnsupportedVocabError(f"{name}: full capcode (level 2) is not supported by this engine; levels 0 and 1 are")
+        if charset != 1:
+            raise UnsupportedVocabError(f"{name}: charset {charset} is not supported by this engine; only UTF-8 (1) is")
+        if normalization not in (0, 1):
+            raise UnsupportedVocabError(
+                f"{name}: normalization flags {normalization} are not supported by this engine; only 0 (none) and 1 (NFD) are"
+            )
+
+        self.name = os.path.basename(name)
+        self._raw = buf
+        self.capcode = capcode
+        self.charset = charset
+        self.normalization = normalization
+        self.mode = mode
+        self.vocab_size = vocab_size
+        self.n_ids = n_ids
+        self.max_token_len = max_token_len
+        self.delete_id = None if delete_id == NONE_ID else delete_id
+        self.unk_id = None if unk_id == NONE_ID else unk_id
+        self._keys = keys
+        self._key_len = [len(k) for k in keys]
+        self._flags = flags
+        self._nwords = nwords
+        self._alt1 = alt1
+        self._alt2 = alt2
+        self._ids = ids
+        self._index_of = index_of
+        self._begin_class = begin_class
+        # decode table: last writer wins, so an id with a duplicate decodes via the duplicate
+        table = [b""] * n_ids
+        for key, tid in zip(keys, ids):
+            table[tid] = key
+        self._decode_table = table
+        # every prefix of every key -> entry index, or -1 when the prefix is not itself a key;
+        # the scan walks this byte by byte, which tells it exactly how far it had to read
+        prefixes = {}
+        for key, e in index_of.items():
+            for n in range(1, len(key)):
+                prefixes.setdefault(key[:n], -1)
+        prefixes.update(index_of)
+        self._prefixes = prefixes
+        self._first_byte = [prefixes.get(bytes([b])) for b in range(256)]
+        self._memo = {}
+        self._ext_memo = {}
+        self._tail_memo = {}
+
+    def __getstate__(self):
+        # pickle the file bytes, not the derived tables or the memo
+        return {"raw": self._raw, "name": self.name}
+
+    def __setstate__(self, state):
+        self._init_from_bytes(state["raw"], state["name"])
+
+    def __repr__(self) -> str:
+        return f"Vocab({self.name!r}, vocab_size={self.vocab_size}, capcode={self.capcode})"
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def id_to_token(self, token_id: int) -> bytes:
+        """The stored bytes of an id, in encoded form (e.g. ``b"\\x7f lo"``); ``b""`` for an id
+        with no token. Raises ``IndexError`` for an id outside ``0..n_ids-1``."""
+        if not 0 <= token_id < self.n_ids:
+            raise IndexError(f"token id {token_id} is outside 0..{self.n_ids - 1}")
+        return self._decode_table[token_id]
+
+    def token_to_id(self, token: bytes) -> int | None:
+        """The id of a token given in encoded form (duplicates included), or ``None``."""
+        e = self._index_of.get(bytes(token))
+        return None if e is None else self._ids[e]
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def normalize(self, text: str | bytes) -> bytes:
+        """The bytes the tokenizer sees: NFD (if the vocabulary asks for it), then capcode."""
+        if isinstance(text, str):
+            return self._normalize_str(text).encode("utf-8")
+        if not isinstance(text, (bytes, bytearray, memoryview)):
+            raise TypeError(f"encode() takes str or bytes, not {type(text).__name__}")
+        raw = bytes(text)
+        if raw.isascii():
+            return self._normalize_str(raw.decode("ascii")).encode("ascii")
+        try:
+            return self._normalize_str(raw.decode("utf-8")).encode("utf-8")
+        except UnicodeDecodeError:
+            # invalid bytes pass through unchanged, each as its own unit (a lone surrogate
+            # here: category Cs, "other", exactly how the reference treats them)
+            return self._normalize_str(raw.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+    def _normalize_str(self, text: str) -> str:
+        if self.normalization & 1 and not text.isascii():
+            text = _nfd_stream_safe(text)
+        if self.capcode == 1:
+            text = _capcode1(text)
+        return text
+
+    def encode(self, text: str | bytes) -> list[int]:
+        """Token ids of ``text`` (``str``, or ``bytes`` that need not be valid UTF-8)."""
+        return self._encode_normalized(self.normalize(text))[0]
+
+    def encode_detailed(self, text: str | bytes) -> EncodeResult:
+        """``(ids, missing, normalized)``: ``missing`` counts input bytes no token covered
+        (dropped, or each replaced by UNK when the vocabulary has one)."""
+        data = self.normalize(text)
+        ids, missing = self._encode_normalized(data)
+        return EncodeResult(ids, missing, data)
+
+    def _encode_normalized(self, data: bytes) -> tuple[list[int], int]:
+        """Tokenize normalized bytes; the seam where a native implementation can slot in."""
+        n = len(data)
+        if n == 0 or self.max_token_len == 0:
+            return [], 0
+        memo = self._memo
+        ext_memo = self._ext_memo
+        tail_memo = self._tail_memo
+        find = data.find
+        out = []
+        missing = 0
+        p = 0
+        lookahead = None  # the previous segment's walk at p, when it computed one
+        while p < n:
+            # The memo entry for the fresh state at p: first by the text up to the next space,
+            # then, if segments starting so read further, by their exact lengths.
+            result = None
+            s = find(b" ", p + 1)
+            if 0 <= s < p + _MEMO_MAX_KEY:
+                result = memo.get(data[p : s + 1])
+                if result is not None and result.__class__ is _Longer:
+                    for length in result.lengths:
+                        result = ext_memo.get(data[p : p + length])
+                        if result is not None:
+                            break
+                    else:
+                        result = None
+            if result is None and n - p <= _MEMO_MAX_KEY:
+                result = tail_memo.get(data[p:])
+            if result is None:
+                ids, q, reach, dropped, lookahead = self._segment(data, p, n, lookahead)
+                result = (tuple(ids), q - p, dropped)
+                self._remember(data, p, n, s, reach, result)
+            else:
+                lookahead = None
+            out += result[0]
+            p += result[1]
+            missing += result[2]
+        return out, missing
+
+    def _remember(self, data: bytes, p: int, n: int, s: int, reach: int, result) -> None:
+        """Store a segment that started at ``p`` and read ``data[p:reach]`` (``reach == n + 1``:
+        it also depended on where the data ends). ``s`` is the next space after ``p``."""
+        memo = self._memo
+        if len(memo) >= _MEMO_MAX_ENTRIES:
+            memo.clear()
+            self._ext_memo.clear()
+            self._tail_memo.clear()
+        if reach > n:
+            if n - p <= _MEMO_MAX_KEY:
+                self._tail_memo[data[p:]] = result
+            if s >= 0 and s + 1 - p <= _MEMO_MAX_KEY:
+                memo.setdefault(data[p : s + 1], _Longer())
+            return
+        if s < 0 or s + 1 - p > _MEMO_MAX_KEY or reach - p > _MEMO_MAX_KEY:
+            return
+        if reach <= s + 1:
+            memo[data[p : s + 1]] = result
+            return
+        # Keys read by segments that start with the same first word are prefix-free: the scan
+        # is deterministic, so two texts agreeing on what one read make it read the same.
+        longer = memo.setdefault(data[p : s + 1], _Longer())
+        length = reach - p
+        if length not in longer.lengths and len(longer.lengths) < _MEMO_MAX_LENGTHS:
+            longer.lengths.append(length)
+        self._ext_memo[data[p:reach]] = result
+
+    def _longest(self, data: bytes, j: int, n: int):
+        """Longest key that is a prefix of ``data[j:]``: (entry, length, reach), where
+        ``reach`` is one past the last byte read, or ``n + 1`` if the answer depended on
+        where the data ends. Entry is -1 when nothing matches."""
+        first = self._first_byte[data[j]] if j < n else None
+        if first is None:
+            return -1, 0, j + 1
+        pref = self._prefixes
+        limit = n - j
+        maxlen = self.max_token_len
+        if limit > maxlen:
+            limit = maxlen
+        if first >= 0:
+            best = first
+            best_len = 1
+        else:
+            best = -1
+            best_len = 0
+        k = 2
+        while k <= limit:
+            v = pref.get(data[j : j + k])
+            if v is None:
+                return best, best_len, j + k
+            if v >= 0:
+                best = v
+                best_len = k
+            k += 1
+        return best, best_len, (n + 1 if n - j < maxlen else j + limit)
+
+    def _longest_spaced(self, data: bytes, j: int, n: int):
+        """Longest key that is a prefix of ``b" " + data[j:]`` (length includes the space)."""
+        pref = self._prefixes
+        maxlen = self.max_token_len
+        limit = n - j + 1
+        if limit > maxlen:
+            limit = maxlen
+        window = b" " + data[j : j + limit - 1]
+        best = 0
+        best_len = 0
+        k = 1
+        while k <= limit:
+            v = pref.get(window[:k])
+            if v is None:
+                return best, best_len, j + k - 1
+            if v >= 0:
+                best = v
+                best_len = k
+            k += 1
+        return best, best_len, (n + 1 if n - j < maxlen - 1 else j + limit - 1)
+
+    def _segment(self, data: bytes, p: int, n: int, lookahead=None):
+        """Run the scan (SPEC §5.3) from the fresh state at ``p`` to the next one.
+
+        Returns (ids, q, reach, missing): the ids emitted, the position of the next fresh
+        state, one past the last byte read (``n + 1`` if the end of the data mattered), and
+        1 if the segment is a byte no token covers, else 0, and the walk at q when this
+        segment already made it (passed back in as ``lookahead`` to save the work)."""
+        flags = self._flags
+        nwords = self._nwords
+        key_len = self._key_len
+        alt1s = self._alt1
+        alt2s = self._alt2
+        idof = self._ids
+        bc = self._begin_class
+        longest = self._longest
+        spaced = self._longest_spaced
+        delete_id = self.delete_id
+        has_delete = delete_id is not None
+
+        cur, L, reach = lookahead or longest(data, p, n)
+        if cur < 0:
+            return ([self.unk_id] if self.unk_id is not None else []), p + 1, reach, 1, None
+        out = []
+        i = p
+        fd = 0
+        while True:
+            j = i + L
+            if j >= n:
+                reach = n + 1
+                break
+            if j + 1 > reach:
+                reach = j + 1
+            f1 = flags[cur]
+            if f1 & 32 and bc[data[j]] == 12:
+                break
+            w1 = nwords[cur] - fd
+            s1 = s2 = s3 = s1b = s2b = s3b = _NEG
+
+            # branch 1: cur, then the longest token at j
+            n1, l1, r1 = longest(data, j, n)
+            r = r1
+            if r > reach:
+                reach = r
+            if n1 >= 0:
+                x = j + l1
+                if x < n:
+                    nb = bc[data[x]]
+                    if x + 1 > reach:
+                        reach = x + 1
+                else:
+                    nb = bc[0]
+                    reach = n + 1
+                f2 = flags[n1]
+                w2 = nwords[n1]
+                s1 = _plain(L + l1, f1, w1, f2, w2, nb)
+                if has_delete and f2 & 2 and nb == 1 and w2 == 0:
+                    m, k, r = spaced(data, j, n)
+                    if r > reach:
+                        reach = r
+                    if k > l1 + 1:
+                        k -= 1
+                        x = j + k
+                        if x < n:
+                            nb = bc[data[x]]
+                            if x + 1 > reach:
+                                reach = x + 1
+                        else:
+                            nb = bc[0]
+                            reach = n + 1
+                        s1b = _spaced(L + k, f1, w1, flags[m], nwords[m], nb)
+                        n1b, l1b = m, k
+
+            # branches 2 and 3: an alternative (a shorter prefix) of cur, then the longest after it
+            a1 = alt1s[cur]
+            if a1 >= 0:
+                a2 = alt2s[cur]
+                for second, alt in ((False, a1), (True, a2)):
+                    if alt < 0:
+                        break
+                    la = key_len[alt] - fd
+                    q = i + la
+                    n2, l2, r = longest(data, q, n)
+                    ra = r
+                    if r > reach:
+                        reach = r
+                    sa = sb = _NEG
+                    nb_, lb = -1, 0
+                    if n2 >= 0:
+                        t = la + l2
+                        x = q + l2
+                        if x < n:
+                            nb = bc[data[x]]
+                            if x + 1 > reach:
+                                reach = x + 1
+                        else:
+                            nb = bc[0]
+                            reach = n + 1
+                        fa = flags[alt]
+                        wa = nwords[alt] - fd
+                        f2 = flags[n2]
+                        w2 = nwords[n2]
+                        sa = _plain(t, fa, wa, f2, w2, nb) - (100 if t < L else 10000 if t == L else 0)
+                        if has_delete and f2 & 2 and nb == 1 and w2 == 0:
+                            m, k, r = spaced(data, q, n)
+                            if r > reach:
+                                reach = r
+                            if k > l2 + 1:
+                                k -= 1
+                                t = la + k
+                                x = q + k
+                                if x < n:
+                                    nb = bc[data[x]]
+                                    if x + 1 > reach:
+                                        reach = x + 1
+                                else:
+                                    nb = bc[0]
+                                    reach = n + 1
+                                sb = _spaced(t, fa, wa, flags[m], nwords[m], nb) - (
+                                    100 if t < L else 10000 if t == L else 0
+                                )
+                                nb_, lb = m, k
+                    if not second:
+                        s2, s2b, n2_, l2_, n2b, l2b, la2, r2 = sa, sb, n2, l2, nb_, lb, la, ra
+                    else:
+                        s3, s3b, n3_, l3_, n3b, l3b, la3, r3 = sa, sb, n2, l2, nb_, lb, la, ra
+
+            best = max(s1, s2, s3, s1b, s2b, s3b)
+            if best == _NEG:
+                break
+            # ties go to the first branch in this order: s1, s2, s3, s1b, s2b, s3b.
+            # After a plain branch the new current token is exactly what a fresh lookup at
+            # the new position would give (fd = 0), so the segment ends there.
+            if s1 == best:
+                out.append(idof[cur])
+                return out, j, reach, 0, (n1, l1, r1)
+            if s2 == best:
+                out.append(idof[a1])
+                return out, i + la2, reach, 0, (n2_, l2_, r2)
+            if s3 == best:
+                out.append(idof[a2])
+                return out, i + la3, reach, 0, (n3_, l3_, r3)
+            if s1b == best:
+                out.append(idof[cur])
+                out.append(delete_id)
+                i = j
+                cur, L = n1b, l1b
+            elif s2b == best:
+                out.append(idof[a1])
+                out.append(delete_id)
+                i += la2
+                cur, L = n2b, l2b
+            else:
+                out.append(idof[a2])
+                out.append(delete_id)
+                i += la3
+                cur, L = n3b, l3b
+            fd = 1
+        out.append(idof[cur])
+        return out, i + L, reach, 0, None
+
+    # -- decoding -----------------------------------------------------------------------
+
+    def decode(self, ids) -> bytes:
+        """Bytes of a list of ids, exactly as the reference: ids outside the id range are
+        skipped, and the result need not be valid UTF-8."""
+        table = self._decode_table
+        n = len(table)
+        raw = b"".join([table[t] for t in ids if 0 <= t < n])
+        if self.capcode == 1 and b"\x7f" in raw:
+            raw = _DELETE_PAIR_RE.sub(b"", raw)
+        return raw
+
+    def decoder(self) -> "StreamDecoder":
+        """A streaming decoder that holds back incomplete UTF-8 between calls."""
+        return StreamDecoder(self)
+
+
+def _plain(t, f1, w1, f2, w2, nb):
+    return (
+        t
+        + (f1 >> 7)
+        + (f2 >> 7)
+        + (w1 - 1 if w1 > 1 else 0)
+        + (w2 - 1 if w2 > 1 else 0)
+        + ((nb >> 2) & 1)
+        + 100 * (w1 + w2 + (nb >> 3))
+        - 100 * ((f1 >> 3) & 1 & (f2 >> 4))
+        - 3 * (f2 & 1 & nb)
+        + ((f2 >> 2) & 1)
+        - 103 * (f1 & 1 & (f2 >> 1))
+    )
+
+
+def _spaced(t, f1, w1, f2, w2, nb):
+    return (
+        t
+        + (f1 >> 7)
+        + (f2 >> 7)
+        + (w1 - 1 if w1 > 1 else 0)
+        + (w2 - 1 if w2 > 1 else 0)
+        + ((nb >> 2) & 1)
+        + 100 * (w1 + w2 + (nb >> 3))
+        - 100 * ((f1 >> 3) & 1 & (f2 >> 4))
+        - 3 * (f2 & 1 & nb)
+        - 103 * (f1 & 1)
+        - 1
+    )
+
+
+def _incomplete_utf8_tail(data: bytes) -> int:
+    """How many trailing bytes to hold back (SPEC §6.2), quirks of the reference included.
+
+    Deviation: where the reference crashes (it would hold more bytes than there are), this
+    holds exactly the bytes present of the incomplete character instead."""
+    n = len(data)
+    if n == 0 or data[-1] < 0x80:
+        return 0
+    s = n - 1
+    while s >= 0 and (data[s] & 0xC0) == 0x80:
+        s -= 1
+    if s < 0:
+        return n
+    x = data[s]
+    if x < 0x80:
+        need = 1
+    elif (x & 0xE0) == 0xC0:
+        need = 2
+    elif (x & 0xF0) == 0xE0:
+        need = 3
+    elif (x & 0xF8) == 0xF0:
+        need = 4
+    else:
+        return n - s
+    have = n - s
+    if have < need:
+        held = need - have  # reference quirk: the count of MISSING bytes
+        return held if held <= n else have
+    if need == 1 and (x & 0xC0) != 0:
+        return n  # reference quirk: ASCII >= 0x40 followed by stray continuation bytes
+    return 0
+
+
+class StreamDecoder:
+    """Decodes ids chunk by chunk (SPEC §6.2), holding back bytes of an unfinished UTF-8
+    character until the next chunk. ``flush()`` returns what is held, raw, as the reference.
+
+    Concatenating every ``decode`` output and a final ``flush`` gives ``Vocab.decode`` of all
+    ids, except where a delete marker interacts with the bytes that ``flush`` returns."""
+
+    def __init__(self, vocab: Vocab):
+        self._table = vocab._decode_table
+        self._capcode = vocab.capcode
+        self._remainder = b""
+        self._pending_delete = False
+
+    def decode(self, ids) -> bytes:
+        table = self._table
+        n = len(table)
+        data = self._remainder + b"".join([table[t] for t in ids if 0 <= t < n])
+        held = _incomplete_utf8_tail(data)
+        if held:
+            self._remainder = data[len(data) - held :]
+            data = data[: len(data) - held]
+        else:
+            self._remainder = b""
+        if self._capcode != 1:
+            return data
+        if not self._pending_delete and b"\x7f" not in data:
+            return data
+        out = bytearray()
+        pending = self._pending_delete
+        for x in data:
+            if x == _DEL_MARK:
+                pending = True
+            elif pending:
+                pending = False
+            else:
+                out.append(x)
+        self._pending_delete = pending
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        held, self._remainder = self._remainder, b""
+        return held
