@@ -1,0 +1,276 @@
+"""StentorTokenizer: the TokenMonster vocabulary of Stentor2 models as a transformers tokenizer.
+
+Loaded with ``AutoTokenizer.from_pretrained(repo, trust_remote_code=True)``. Imports only the
+standard library, transformers and the pure-Python engine beside it (``tokenmonster.py``); no
+network, no subprocesses, no pickle files.
+
+Ids (stable; the model's embedding matrix depends on them):
+
+====================  ===========================================================
+``0 .. V-1``          TokenMonster token ids, exactly as the reference (V = 8000)
+``V``                 ``</s>``: end of sequence, also the padding token
+``V + 1``             ``<s>``: beginning of sequence
+``V + 2 ..``          ``<|reserved_0|>``, ``<|reserved_1|>``, ... up to the next multiple
+                      of 128 (``len(tokenizer) == 8064`` for the 8000 vocabulary)
+====================  ===========================================================
+
+``encode`` adds no BOS/EOS unless ``add_bos_token`` / ``add_eos_token`` are set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+
+from transformers import AddedToken, PreTrainedTokenizer
+
+from .tokenmonster import Vocab
+
+VOCAB_FILE_NAME = "tokenmonster.vocab"
+EOS_TOKEN = "</s>"
+BOS_TOKEN = "<s>"
+RESERVED_TOKEN = "<|reserved_{}|>"
+ID_ALIGNMENT = 128
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def _byte_to_char() -> list[str]:
+    """GPT-2's printable rendering of bytes: token strings are readable and reversible."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table = {}
+    extra = 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]
+
+
+_BYTE_TO_CHAR = _byte_to_char()
+_CHAR_TO_BYTE = {c: b for b, c in enumerate(_BYTE_TO_CHAR)}
+
+
+class _TokenList(list):
+    """Token strings that also carry their ids, so ``convert_tokens_to_ids`` need not look
+    every string up again (the engine produced the ids in the first place)."""
+
+    __slots__ = ("ids",)
+
+
+class StentorTokenizer(PreTrainedTokenizer):
+    """TokenMonster tokenizer for Stentor2 models (see the module docstring for the ids).
+
+    Args:
+        vocab_file: path of the TokenMonster ``.vocab`` file.
+        add_bos_token / add_eos_token: add ``<s>`` / ``</s>`` around encoded sequences
+            (both off by default, as the models were trained).
+    """
+
+    vocab_files_names = {"vocab_file": VOCAB_FILE_NAME}
+    model_input_names = ["input_ids", "attention_mask"]
+    _auto_class = "AutoTokenizer"  # save_pretrained copies this file and writes auto_map
+
+    def __init__(
+        self,
+        vocab_file: str,
+        bos_token: str = BOS_TOKEN,
+        eos_token: str = EOS_TOKEN,
+        pad_token: str = EOS_TOKEN,
+        add_bos_token: bool = False,
+        add_eos_token: bool = False,
+        clean_up_tokenization_spaces: bool = False,
+        **kwargs,
+    ):
+        self.vocab_file = vocab_file
+        self._vocab = Vocab.load(vocab_file)
+        base = self._vocab.n_ids
+        self._base_size = base
+        self._id_to_token = [
+            "".join([_BYTE_TO_CHAR[b] for b in self._vocab.id_to_token(i)]) for i in range(base)
+        ]
+        self._token_to_id = {t: i for i, t in enumerate(self._id_to_token)}
+        self.add_bos_token = add_bos_token
+        self.add_eos_token = add_eos_token
+
+        specials = {
+            base: AddedToken(EOS_TOKEN, special=True, normalized=False),
+            base + 1: AddedToken(BOS_TOKEN, special=True, normalized=False),
+        }
+        padded = -(-(base + 2) // ID_ALIGNMENT) * ID_ALIGNMENT
+        for n, token_id in enumerate(range(base + 2, padded)):
+            specials[token_id] = AddedToken(RESERVED_TOKEN.format(n), special=True, normalized=False)
+        for token_id, token in (kwargs.pop("added_tokens_decoder", None) or {}).items():
+            specials[int(token_id)] = token if isinstance(token, AddedToken) else AddedToken(str(token), special=True)
+        self._added_tokens_decoder = specials
+        self._specials_pattern = None
+        self._specials_pattern_key = None
+
+        kwargs.setdefault("chat_template", CHAT_TEMPLATE)
+        kwargs.setdefault("spaces_between_special_tokens", False)
+        super().__init__(
+            bos_token=bos_token,
+            eos_token=eos_token,
+            pad_token=pad_token,
+            add_bos_token=add_bos_token,
+            add_eos_token=add_eos_token,
+            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            **kwargs,
+        )
+
+    # -- vocabulary ---------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of TokenMonster ids (without the special and reserved ids)."""
+        return self._base_size
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = dict(self._token_to_id)
+        vocab.update(self._added_tokens_encoder)
+        return vocab
+
+    def _convert_token_to_id(self, token: str) -> int:
+        try:
+            return self._token_to_id[token]
+        except KeyError:
+            raise ValueError(f"{token!r} is not a token of this vocabulary") from None
+
+    def _convert_id_to_token(self, index: int) -> str:
+        if 0 <= index < self._base_size:
+            return self._id_to_token[index]
+        raise ValueError(f"token id {index} is outside this tokenizer's ids 0..{len(self) - 1}")
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def _added_tokens_regex(self):
+        """A regex of the added tokens' strings, rebuilt when tokens are added."""
+        key = tuple(self._added_tokens_encoder)
+        if key != self._specials_pattern_key:
+            alternatives = sorted(key, key=len, reverse=True)
+            self._specials_pattern = re.compile("|".join(re.escape(t) for t in alternatives)) if alternatives else None
+            self._specials_pattern_key = key
+        return self._specials_pattern
+
+    def tokenize(self, text: str, **kwargs) -> list[str]:
+        """Token strings of ``text``. Special-token strings written in the text (``</s>``,
+        ``<s>``, reserved and added tokens) become those tokens unless
+        ``split_special_tokens=True``."""
+        split_special_tokens = kwargs.pop("split_special_tokens", self.split_special_tokens)
+        text, kwargs = self.prepare_for_tokenization(text, **kwargs)
+        pattern = None if split_special_tokens else self._added_tokens_regex()
+        if pattern is not None and pattern.search(text):
+            # rare: let transformers split on added tokens (it honours lstrip/rstrip/single_word)
+            return super().tokenize(text, split_special_tokens=False, **kwargs)
+        ids = self._vocab.encode(text)
+        tokens = _TokenList(map(self._id_to_token.__getitem__, ids))
+        tokens.ids = ids
+        return tokens
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        return [self._id_to_token[i] for i in self._vocab.encode(text)]
+
+    def convert_tokens_to_ids(self, tokens):
+        if type(tokens) is _TokenList:
+            return list(tokens.ids)
+        return super().convert_tokens_to_ids(tokens)
+
+    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
+        bos = [self.bos_token_id] if self.add_bos_token else []
+        eos = [self.eos_token_id] if self.add_eos_token else []
+        ids = bos + list(token_ids_0) + eos
+        if token_ids_1 is not None:
+            ids += bos + list(token_ids_1) + eos
+        return ids
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
+        if already_has_special_tokens:
+            special = set(self.all_special_ids)
+            return [1 if t in special else 0 for t in token_ids_0 + (token_ids_1 or [])]
+        bos = [1] if self.add_bos_token else []
+        eos = [1] if self.add_eos_token else []
+        mask = bos + [0] * len(token_ids_0) + eos
+        if token_ids_1 is not None:
+            mask += bos + [0] * len(token_ids_1) + eos
+        return mask
+
+    def create_token_type_ids_from_sequences(self, token_ids_0, token_ids_1=None):
+        return [0] * len(self.build_inputs_with_special_tokens(token_ids_0, token_ids_1))
+
+    def _encode_plus(self, *args, **kwargs):
+        if kwargs.get("return_offsets_mapping"):
+            raise NotImplementedError(
+                "return_offsets_mapping is not supported by StentorTokenizer: TokenMonster tokenizes the NFD "
+                "form of the text with inserted capcode markers, so token boundaries do not map onto the "
+                "characters you passed. Call tokenizer(text) without return_offsets_mapping."
+            )
+        return super()._encode_plus(*args, **kwargs)
+
+    def _batch_encode_plus(self, *args, **kwargs):  # transformers 4.x entry point for batches
+        if kwargs.get("return_offsets_mapping"):
+            return self._encode_plus(*args, **kwargs)
+        return super()._batch_encode_plus(*args, **kwargs)
+
+    # -- decoding -----------------------------------------------------------------------
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None, **kwargs) -> str:
+        """Text of ``token_ids``.
+
+        The text comes back in Unicode NFC: TokenMonster works on the NFD form of the input
+        (plus a U+034F COMBINING GRAPHEME JOINER after every 30 consecutive combining marks),
+        and decoding recomposes it, so ``decode(encode(s)) == unicodedata.normalize("NFC", s)``
+        whenever every byte of ``s`` has a token and ``s`` has no DEL (U+007F) and no run of
+        more than 30 combining marks. Bytes that are not valid UTF-8 (an unfinished character
+        at the end, or lone byte tokens) become U+FFFD, one per maximal invalid sequence, as
+        ``bytes.decode("utf-8", "replace")`` does. Special tokens appear as their strings
+        unless ``skip_special_tokens``; the text between them is decoded piece by piece.
+        """
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        base = self._base_size
+        decode = self._vocab.decode
+        pieces = []
+        run = []
+        special_ids = set(self.all_special_ids) if skip_special_tokens else ()
+        for token_id in token_ids:
+            token_id = int(token_id)
+            if 0 <= token_id < base:
+                run.append(token_id)
+                continue
+            token = self._added_tokens_decoder.get(token_id)
+            if token is None:
+                raise ValueError(f"token id {token_id} is outside this tokenizer's ids 0..{len(self) - 1}")
+            if skip_special_tokens and (token.special or token_id in special_ids):
+                continue
+            if run:
+                pieces.append(decode(run))
+                run = []
+            pieces.append(token.content.encode("utf-8"))
+        if run:
+            pieces.append(decode(run))
+        text = b"".join(pieces).decode("utf-8", "replace")
+        if not text.isascii():
+            text = unicodedata.normalize("NFC", text)
+        return text
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return self._decode([self.convert_tokens_to_ids(t) for t in tokens])
+
+    # -- saving -------------------------------------------------------------------------
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
+        if not os.path.isdir(save_directory):
+            raise ValueError(f"save_vocabulary needs an existing directory, got {save_directory}")
+        name = (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE_NAME
+        target = os.path.join(save_directory, name)
+        # the bytes in memory, not a copy of vocab_file (it may have moved since loading)
+        partial = target + ".partial"
+        with open(partial, "wb") as f:
+            f.write(self._vocab._raw)
+        os.replace(partial, target)
+        return (target,)

@@ -1,0 +1,5 @@
+import sys
+
+from stentor_hub.cli import main
+
+sys.exit(main())
