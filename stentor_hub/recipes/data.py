@@ -1,0 +1,270 @@
+"""Text -> token blocks, shared by the training recipe and the perplexity evaluation.
+
+The rules are the card's: every document is cleaned (:func:`clean_text`), tokenized without
+special tokens, followed by one EOS, the documents are concatenated, and the stream is cut into
+full blocks of ``block_size`` tokens (the tail that does not fill a block is dropped). Training and
+evaluation call the same functions, so ``stentor-hub eval perplexity`` on a validation source
+reproduces the Trainer's ``eval_loss`` on it.
+
+A *source* is a local file, a glob of files, or a Hugging Face Hub dataset id (streamed):
+
+* ``.txt``: documents are separated by blank lines (a line is a paragraph; a run of lines is a
+  document, e.g. a book in ``gutenberg_train.txt``);
+* ``.jsonl`` / ``.json``: one document per record, text in ``text_field`` (default ``text``);
+* ``.parquet``: one document per row of the ``text_field`` column;
+* anything else that is not an existing path is taken as a Hub dataset id (``datasets``
+  streaming, split ``train`` unless told).
+
+A source can carry limits: ``max_chars`` (stop reading after that many characters of raw text,
+cutting the last document there) so a small CPU run reads a few hundred KB of a big file.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+_WHITESPACE = re.compile(r"\s+")
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+# bump when clean_text or the document rules change: it invalidates cached token files
+DATA_FORMAT_VERSION = 1
+
+
+def clean_text(text: str) -> str:
+    """The card's cleaning: NFKC; strip every line, drop empty lines, join with single spaces;
+    collapse runs of whitespace."""
+    text = unicodedata.normalize("NFKC", text)
+    lines = (line.strip() for line in text.splitlines())
+    return _WHITESPACE.sub(" ", " ".join(line for line in lines if line)).strip()
+
+
+@dataclass
+class Source:
+    """One place documents come from, with optional limits.
+
+    ``path`` is a file, a glob, or a Hub dataset id; ``max_chars`` caps the raw characters read;
+    ``split``/``name``/``text_field`` are for Hub datasets and structured files."""
+
+    path: str
+    max_chars: int | None = None
+    split: str = "train"
+    name: str | None = None
+    text_field: str = "text"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: "str | os.PathLike | dict | Source") -> "Source":
+        if isinstance(spec, Source):
+            return spec
+        if isinstance(spec, (str, os.PathLike)):
+            return cls(path=expand_path(str(spec)))
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            if "path" not in spec:
+                raise ValueError(f"data source {spec} has no 'path' (a file, a glob, or a Hub dataset id)")
+            known = {k: spec.pop(k) for k in ("path", "max_chars", "split", "name", "text_field") if k in spec}
+            known["path"] = expand_path(str(known["path"]))
+            if spec:
+                raise ValueError(
+                    f"data source {known['path']}: unknown keys {sorted(spec)}; "
+                    "allowed: path, max_chars, split, name, text_field"
+                )
+            return cls(**known)
+        raise ValueError(f"a data source must be a path, a Hub dataset id or a mapping with 'path', got {spec!r}")
+
+    def is_local(self) -> bool:
+        return bool(local_files(self.path)) or _looks_local(self.path)
+
+    def describe(self) -> dict:
+        out = {"path": self.path, "kind": "local" if self.is_local() else "hub"}
+        if self.max_chars is not None:
+            out["max_chars"] = self.max_chars
+        if not self.is_local():
+            out.update(split=self.split, name=self.name)
+        return out
+
+
+def expand_path(path: str) -> str:
+    """Expand ``~``, environment variables and ``{shared}`` (the development data folder)."""
+    if "{shared}" in path:
+        from stentor_hub._resources import shared_dir
+
+        path = path.replace("{shared}", str(shared_dir(required=True)))
+    return os.path.expandvars(os.path.expanduser(path))
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or path.endswith(LOCAL_SUFFIXES) or any(c in path for c in "*?[")
+
+
+def local_files(path: str) -> list[Path]:
+    """The files a local path or glob names, sorted (a folder means every supported file in it)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in LOCAL_SUFFIXES)
+    return sorted(Path(f) for f in _glob.glob(path, recursive=True) if Path(f).is_file())
+
+
+def _txt_documents(path: Path) -> Iterator[str]:
+    lines: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+            elif lines:
+                yield "".join(lines)
+                lines = []
+    if lines:
+        yield "".join(lines)
+
+
+def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if text_field not in record:
+                raise ValueError(
+                    f"{path}:{lineno}: no '{text_field}' field (has {sorted(record)[:8]}); "
+                    f"set text_field in the data source"
+                )
+            yield str(record[text_field])
+
+
+def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path)
+    if text_field not in table.schema_arrow.names:
+        raise ValueError(f"{path}: no '{text_field}' column (has {table.schema_arrow.names}); set text_field in the data source")
+    for batch in table.iter_batches(columns=[text_field]):
+        yield from (str(t) for t in batch.column(0).to_pylist() if t is not None)
+
+
+def _hub_documents(source: Source) -> Iterator[str]:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(source.path, source.name, split=source.split, streaming=True)
+    except Exception as e:  # offline, unknown id, gated: say which source and what to do
+        raise ValueError(
+            f"data source '{source.path}' is neither an existing local file nor a loadable Hub dataset "
+            f"({type(e).__name__}: {str(e)[:200]}). Check the path, or log in / go online for Hub datasets."
+        ) from None
+    for record in dataset:
+        if source.text_field not in record:
+            raise ValueError(f"Hub dataset {source.path}: records have no '{source.text_field}' field; set text_field")
+        yield str(record[source.text_field])
+
+
+def iter_documents(source: "str | os.PathLike | dict | Source") -> Iterator[str]:
+    """Raw documents of a source, in a fixed order, honouring ``max_chars``."""
+    source = Source.parse(source)
+    if source.is_local():
+        files = local_files(source.path)
+        if not files:
+            raise FileNotFoundError(f"data source '{source.path}': no such file (or the glob matches nothing)")
+
+        def documents() -> Iterator[str]:
+            for path in files:
+                if path.suffix in (".jsonl", ".json"):
+                    yield from _jsonl_documents(path, source.text_field)
+                elif path.suffix == ".parquet":
+                    yield from _parquet_documents(path, source.text_field)
+                else:
+                    yield from _txt_documents(path)
+
+        stream = documents()
+    else:
+        stream = _hub_documents(source)
+    budget = source.max_chars
+    for doc in stream:
+        if budget is not None:
+            if budget <= 0:
+                return
+            doc = doc[:budget]
+            budget -= len(doc)
+        yield doc
+
+
+def tokenize_document(text: str, tokenizer) -> list[int]:
+    """Token ids of one cleaned document followed by EOS (empty documents give nothing)."""
+    text = clean_text(text)
+    if not text:
+        return []
+    return list(tokenizer.encode(text, add_special_tokens=False)) + [tokenizer.eos_token_id]
+
+
+def iter_token_documents(source, tokenizer) -> Iterator[list[int]]:
+    """Token ids (with EOS) of every non-empty document of a source."""
+    for doc in iter_documents(source):
+        ids = tokenize_document(doc, tokenizer)
+        if ids:
+            yield ids
+
+
+def pack_tokens(documents: Iterable[list[int]], max_tokens: int | None = None) -> list[int]:
+    """Concatenate token documents, stopping at exactly ``max_tokens`` when given."""
+    out: list[int] = []
+    for ids in documents:
+        if max_tokens is not None and len(out) + len(ids) >= max_tokens:
+            out.extend(ids[: max_tokens - len(out)])
+            break
+        out.extend(ids)
+    return out
+
+
+def to_blocks(tokens, block_size: int, max_blocks: int | None = None):
+    """A 1-D token sequence cut into full ``[n_blocks, block_size]`` blocks (tail dropped)."""
+    import torch
+
+    tokens = torch.as_tensor(tokens, dtype=torch.long)
+    n_blocks = tokens.numel() // block_size
+    if max_blocks is not None:
+        n_blocks = min(n_blocks, max_blocks)
+    return tokens[: n_blocks * block_size].view(n_blocks, block_size)
+
+
+def build_eval_blocks(source, tokenizer, block_size: int, max_samples: int | None = None):
+    """Evaluation blocks of a source: a ``torch.LongTensor`` of shape ``[n_blocks, block_size]``.
+
+    Documents are cleaned, tokenized, followed by EOS, concatenated and cut into full blocks;
+    ``max_samples`` caps the number of blocks (and stops reading once there are enough).
+    Raises ``ValueError`` when the source gives not even one full block."""
+    if block_size < 2:
+        raise ValueError(f"block_size must be at least 2 (one input and one predicted token), got {block_size}")
+    max_tokens = None if max_samples is None else max_samples * block_size
+    tokens = pack_tokens(iter_token_documents(source, tokenizer), max_tokens)
+    blocks = to_blocks(tokens, block_size, max_samples)
+    if blocks.shape[0] == 0:
+        raise ValueError(
+            f"data source {Source.parse(source).path} gives {len(tokens)} tokens, fewer than one block of "
+            f"{block_size}; use more text (raise max_chars) or a smaller block size"
+        )
+    return blocks
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash that changes when the tokenizer's vocabulary or special ids change."""
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    h.update(str((len(tokenizer), tokenizer.eos_token_id)).encode())
+    vocab_file = getattr(tokenizer, "vocab_file", None)
+    if vocab_file and os.path.isfile(vocab_file):
+        h.update(Path(vocab_file).read_bytes())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,59 @@
+"""Text -> blocks: the card's cleaning and packing rules, shared by training and perplexity eval."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stentor_hub.recipes.data import build_eval_blocks, clean_text, iter_documents
+
+
+def test_clean_text_applies_nfkc_strips_lines_and_collapses_whitespace():
+    assert clean_text("  Hello\u00a0 world \n\n \t \n  second\tline  \n") == "Hello world second line"
+    assert clean_text("\ufb01ne \u2460") == "fine 1"  # NFKC: ligature and circled digit
+    assert clean_text("\n \n") == ""
+
+
+def test_build_eval_blocks_packs_cleaned_documents_with_eos(tmp_path, tokenizer):
+    path = tmp_path / "docs.txt"
+    path.write_text("First  paragraph.\nStill the first document.\n\nSecond document here.\n\n\nThird one, with more words in it.\n")
+    blocks = build_eval_blocks(path, tokenizer, block_size=4)
+    expected = []
+    for doc in ["First paragraph. Still the first document.", "Second document here.", "Third one, with more words in it."]:
+        expected += tokenizer.encode(doc, add_special_tokens=False) + [tokenizer.eos_token_id]
+    n = len(expected) // 4
+    assert blocks.dtype == torch.long and blocks.shape == (n, 4)
+    assert blocks.flatten().tolist() == expected[: n * 4]
+
+    capped = build_eval_blocks(path, tokenizer, block_size=4, max_samples=2)
+    assert capped.shape == (2, 4) and torch.equal(capped, blocks[:2])
+
+
+def test_jsonl_source_and_max_chars(tmp_path, tokenizer):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(["alpha beta", "gamma delta epsilon"])))
+    assert list(iter_documents(str(path))) == ["alpha beta", "gamma delta epsilon"]
+    assert list(iter_documents({"path": str(path), "max_chars": 13})) == ["alpha beta", "gam"]
+    blocks = build_eval_blocks(str(path), tokenizer, block_size=2)
+    assert (blocks == tokenizer.eos_token_id).sum() >= 1
+
+
+def test_too_little_text_and_missing_files_are_clear_errors(tmp_path, tokenizer):
+    path = tmp_path / "short.txt"
+    path.write_text("Hi.\n")
+    with pytest.raises(ValueError, match="fewer than one block of 512"):
+        build_eval_blocks(path, tokenizer, block_size=512)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        build_eval_blocks(str(tmp_path / "nope.txt"), tokenizer, block_size=8)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"content": "x"}\n')
+    with pytest.raises(ValueError, match="no 'text' field"):
+        build_eval_blocks(str(bad), tokenizer, block_size=8)
+
+
+def test_shared_corpus_gives_full_blocks(shared, tokenizer):
+    blocks = build_eval_blocks(f"{shared}/corpora/sample.txt", tokenizer, block_size=128, max_samples=10)
+    assert blocks.shape == (10, 128)
+    assert int(blocks.max()) < len(tokenizer)
