@@ -1,0 +1,205 @@
+"""BLiMP scoring (as lm-evaluation-harness scores it) and perplexity (as the Trainer's eval_loss),
+checked against independent computations on a tiny Llama with fixed random weights."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from stentor_hub.cli import main
+from stentor_hub.evaluation import (
+    BLIMP_TASKS,
+    blimp_loglikelihoods,
+    blimp_prefix_token_id,
+    evaluate_blimp,
+    load_blimp,
+    sentence_loglikelihoods,
+)
+
+TASKS = ["adjunct_island", "determiner_noun_agreement_1", "wh_vs_that_with_gap"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A 2-layer Llama over the full 8064-id vocabulary with fixed (seeded) random weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1234)
+    config = LlamaConfig(
+        vocab_size=8064, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True,
+        bos_token_id=8001, eos_token_id=8000, pad_token_id=8000,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # larger weights than the default init, so sentences score far apart
+        for p in model.parameters():
+            p.mul_(4.0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_model, tokenizer):
+    """The tiny model saved as a model folder with its tokenizer (as a published repo)."""
+    folder = tmp_path_factory.mktemp("tiny_model") / "model"
+    tiny_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def blimp_dir(shared):
+    return shared / "blimp"
+
+
+def reference_loglikelihood(model, ids: list[int]) -> float:
+    """log P(ids[1:] | ids[0]) token by token: one unpadded sequence, float64 log-softmax."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    total = 0.0
+    for t in range(len(ids) - 1):
+        total += torch.log_softmax(logits[t], dim=-1)[ids[t + 1]].item()
+    return total
+
+
+def test_prefix_token_is_bos_else_eos(tokenizer):
+    assert blimp_prefix_token_id(tokenizer) == tokenizer.bos_token_id == 8001
+    no_bos = copy.deepcopy(tokenizer)
+    no_bos.bos_token = None
+    assert no_bos.bos_token_id is None
+    assert blimp_prefix_token_id(no_bos) == tokenizer.eos_token_id == 8000
+    assert blimp_prefix_token_id(tokenizer, prefix_token_id=8000) == 8000
+
+
+def test_sentence_scores_match_token_by_token_reference(tiny_model, tokenizer, blimp_dir):
+    pairs = load_blimp(blimp_dir, tasks=TASKS, limit=4)
+    sentences = [s for task in pairs.values() for p in task for s in (p.good, p.bad)]
+    scores = sentence_loglikelihoods(tiny_model, tokenizer, sentences, batch_size=5)
+    for sentence, score in zip(sentences, scores):
+        # lm-eval: continuation " " + sentence tokenized alone; context = [BOS]
+        ids = [8001] + tokenizer(" " + sentence, add_special_tokens=False)["input_ids"]
+        assert len(ids) > 3
+        assert score == pytest.approx(reference_loglikelihood(tiny_model, ids), abs=1e-4)
+    # the prefix token matters: with EOS as context the scores change
+    eos_scores = sentence_loglikelihoods(tiny_model, tokenizer, sentences[:4], prefix_token_id=8000)
+    for sentence, score in zip(sentences[:4], eos_scores):
+        ids = [8000] + tokenizer.encode(" " + sentence)
+        assert score == pytest.approx(reference_loglikelihood(tiny_model, ids), abs=1e-4)
+    assert eos_scores != scores[:4]
+
+
+def test_results_do_not_depend_on_batch_size_or_padding_side(tiny_model, tokenizer, blimp_dir):
+    pairs = load_blimp(blimp_dir, tasks=TASKS, limit=15)
+    one = blimp_loglikelihoods(tiny_model, tokenizer, pairs, batch_size=1)
+    left = copy.deepcopy(tokenizer)
+    left.padding_side = "left"
+    many = blimp_loglikelihoods(tiny_model, left, pairs, batch_size=64)
+    assert one.keys() == many.keys() == set(TASKS)
+    for uid in TASKS:
+        assert len(one[uid]) == 15
+        for (good1, bad1), (good64, bad64) in zip(one[uid], many[uid]):
+            assert good1 == pytest.approx(good64, abs=1e-4) and bad1 == pytest.approx(bad64, abs=1e-4)
+    acc1 = evaluate_blimp(tiny_model, tokenizer, pairs, batch_size=1, progress=False)
+    acc64 = evaluate_blimp(tiny_model, tokenizer, pairs, batch_size=64, progress=False)
+    assert acc1["tasks"] == acc64["tasks"] and acc1["overall"] == acc64["overall"]
+
+
+def test_accuracy_ties_and_unweighted_overall(tiny_model, tokenizer, tmp_path):
+    rows_a = [  # a tie (identical sentences) counts as correct, as lm-eval's argmax picks the first choice
+        {"sentence_good": "The cat sleeps.", "sentence_bad": "The cat sleeps.", "field": "f", "linguistics_term": "t", "pairID": "0"},
+        {"sentence_good": "The dogs bark.", "sentence_bad": "The dogs barks.", "field": "f", "linguistics_term": "t", "pairID": "1"},
+    ]
+    rows_b = [{"sentence_good": f"Mary saw {n} birds.", "sentence_bad": f"Mary saw {n} bird.", "field": "g",
+               "linguistics_term": "u", "pairID": str(i)} for i, n in enumerate(["two", "three", "many", "several"])]
+    for name, rows in (("task_a", rows_a), ("task_b", rows_b)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = load_blimp(tmp_path)
+    lls = blimp_loglikelihoods(tiny_model, tokenizer, pairs)
+    assert lls["task_a"][0][0] == lls["task_a"][0][1]
+    results = evaluate_blimp(tiny_model, tokenizer, tmp_path, progress=False, model_name="tiny")
+    for uid in ("task_a", "task_b"):
+        expected = sum(good >= bad for good, bad in lls[uid])
+        task = results["tasks"][uid]
+        assert task["correct"] == expected and task["total"] == len(pairs[uid])
+        assert task["accuracy"] == pytest.approx(100 * expected / task["total"])
+    assert results["tasks"]["task_a"]["correct"] >= 1
+    assert results["tasks"]["task_b"]["field"] == "g" and results["tasks"]["task_b"]["linguistics_term"] == "u"
+    accs = [results["tasks"][u]["accuracy"] for u in ("task_a", "task_b")]
+    assert results["overall"] == pytest.approx(sum(accs) / 2)  # not weighted by the 2 vs 4 pairs
+    assert results["model"] == "tiny" and results["num_pairs"] == 6 and results["complete"] is False
+    assert results["prefix_token_id"] == 8001 and "8001" in results["scoring"]
+
+
+def test_task_filtering_and_limit(blimp_dir):
+    every = load_blimp(blimp_dir, limit=1)
+    assert list(every) == list(BLIMP_TASKS) and len(BLIMP_TASKS) == 67
+    some = load_blimp(blimp_dir, tasks=["wh_island", "causative"], limit=3)
+    assert list(some) == ["causative", "wh_island"]
+    assert [len(v) for v in some.values()] == [3, 3]
+    pair = some["causative"][0]
+    assert pair.uid == "causative" and pair.field and pair.linguistics_term and pair.good != pair.bad
+    assert len(load_blimp(blimp_dir / "causative.jsonl")["causative"]) == 1000
+    with pytest.raises(ValueError, match="unknown BLiMP task.*no_such_task.*available: adjunct_island"):
+        load_blimp(blimp_dir, tasks=["causative", "no_such_task"])
+    with pytest.raises(ValueError, match="limit must be a positive"):
+        load_blimp(blimp_dir, limit=0)
+
+
+def test_malformed_lines_name_file_and_line(tmp_path):
+    good = json.dumps({"sentence_good": "A b.", "sentence_bad": "B a."})
+    bad_json = tmp_path / "bad_json.jsonl"
+    bad_json.write_text(f"{good}\n{good}\n{{\"sentence_good\": \"oops\"\n")
+    with pytest.raises(ValueError, match=rf"{bad_json}:3: not valid JSON"):
+        load_blimp(bad_json)
+    missing = tmp_path / "missing_key.jsonl"
+    missing.write_text(f"{good}\n\n" + json.dumps({"sentence_good": "A b."}) + "\n")
+    with pytest.raises(ValueError, match=rf"{missing}:3: 'sentence_bad' is missing"):
+        load_blimp(missing)
+    not_object = tmp_path / "list.jsonl"
+    not_object.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match=rf"{not_object}:1: expected a JSON object"):
+        load_blimp(not_object)
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="BLiMP data not found: .*nowhere"):
+        load_blimp(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=rf"no BLiMP \*.jsonl files in {tmp_path}"):
+        load_blimp(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="empty.jsonl: no BLiMP pairs"):
+        load_blimp(tmp_path)
+
+
+def test_cli_blimp_writes_results(tiny_model_dir, tiny_model, tokenizer, blimp_dir, tmp_path, capsys):
+    out = tmp_path / "results" / "blimp_results.json"
+    rc = main(["eval", "blimp", str(tiny_model_dir), "--data", str(blimp_dir), "--out", str(out),
+               "--tasks", "causative,wh_island", "--limit", "6", "--batch-size", "4", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    results = json.loads(out.read_text())
+    assert set(results["tasks"]) == {"causative", "wh_island"}
+    for task in results["tasks"].values():
+        assert set(task) == {"correct", "total", "accuracy", "field", "linguistics_term"}
+        assert task["total"] == 6 and 0 <= task["correct"] <= 6
+    # the same numbers as the Python API on the in-memory model
+    expected = evaluate_blimp(tiny_model, tokenizer, blimp_dir, tasks=["causative", "wh_island"], limit=6, progress=False)
+    assert results["tasks"] == expected["tasks"] and results["overall"] == pytest.approx(expected["overall"])
+    assert results["model"] == str(tiny_model_dir) and results["limit"] == 6 and results["device"] == "cpu"
+    assert "BLiMP overall" in capsys.readouterr().out
+    assert [p.name for p in out.parent.iterdir()] == ["blimp_results.json"]  # no temporary files left
+
+
+def test_cli_bad_input_exits_2_and_keeps_previous_results(tiny_model_dir, blimp_dir, tmp_path, capsys):
+    out = tmp_path / "blimp_results.json"
+    out.write_text('{"previous": true}')
+    args = ["eval", "blimp", str(tiny_model_dir), "--out", str(out), "--no-progress"]
+    assert main(args + ["--data", str(blimp_dir), "--tasks", "nope"]) == 2
+    assert "unknown BLiMP task(s) nope" in capsys.readouterr().err
+    assert main(args + ["--data", str(tmp_path / "missing")]) == 2
+    assert "BLiMP data not found" in capsys.readouterr().err
+    assert main(["eval", "blimp", str(tmp_path / "no_model"), "--data", str(blimp_dir), "--out", str(out)]) == 2
+    assert "model not found" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == {"previous": True}
