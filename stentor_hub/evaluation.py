@@ -448,18 +448,19 @@ def evaluate_perplexity(
     predicted position (``block_size - 1`` per block).
 
     Args:
-        data: a text file, a glob, or a Hub dataset id (see ``build_eval_blocks``).
+        data: a text file, a glob, a Hub dataset id, or a data source mapping as in the recipe
+            YAML (``{"path": ..., "max_chars": ...}``); see ``build_eval_blocks``.
         block_size: tokens per block; use the training run's ``block_size`` for agreement.
-        max_samples: use only the first ``max_samples`` documents.
+        max_samples: use only the first ``max_samples`` blocks (the recipe's ``max_eval_samples``).
         batch_size: blocks per forward pass.
 
     Returns:
         ``{"eval_loss", "eval_ppl", "tokens" (predicted), "blocks", "block_size", "max_samples",
-        "data", "model", "dtype", "device", "seconds"}``.
+        "data" (the source: path, kind, max_chars), "model", "dtype", "device", "seconds"}``.
     """
     import torch
 
-    from stentor_hub.recipes.data import build_eval_blocks
+    from stentor_hub.recipes.data import Source, build_eval_blocks
 
     if block_size < 2:
         raise ValueError(f"block_size must be at least 2 tokens, got {block_size}")
@@ -467,8 +468,6 @@ def evaluate_perplexity(
         raise ValueError(f"block_size {block_size} is longer than the model's window of {_model_max_length(model)}; pass a smaller --block-size")
     started = time.perf_counter()
     blocks = build_eval_blocks(data, tokenizer, block_size, max_samples=max_samples)
-    if len(blocks) == 0:
-        raise ValueError(f"{data}: not enough text for one block of {block_size} tokens; use a smaller --block-size or more data")
     device = next(model.parameters()).device
     total_loss = 0.0  # summed in float64 over all predicted tokens
     was_training = model.training
@@ -497,7 +496,7 @@ def evaluate_perplexity(
         "blocks": len(blocks),
         "block_size": block_size,
         "max_samples": max_samples,
-        "data": str(data),
+        "data": Source.parse(data).describe(),
         "model": model_name or getattr(model, "name_or_path", "") or type(model).__name__,
         "dtype": str(param.dtype).removeprefix("torch."),
         "device": str(param.device),
@@ -609,6 +608,7 @@ def run_perplexity(
     out: str | os.PathLike | None = None,
     block_size: int | None = None,
     max_samples: int | None = None,
+    max_chars: int | None = None,
     batch_size: int = 8,
     device: str | None = None,
     dtype: str = "float32",
@@ -616,12 +616,14 @@ def run_perplexity(
     progress: bool = True,
 ) -> dict:
     """:func:`evaluate_perplexity` for a model folder or Hub id; writes ``out`` if given.
-    ``block_size`` defaults to the training run's (from its manifest), else the model's window."""
+    ``block_size`` defaults to the training run's (from its manifest), else the model's window;
+    ``max_chars`` reads only that many characters of raw text (the recipe's source limit)."""
     loaded, tok = load_model_and_tokenizer(model, tokenizer=tokenizer, device=device, dtype=dtype)
     if block_size is None:
         block_size = default_block_size(model) or _model_max_length(loaded)
+    source = {"path": str(data), "max_chars": max_chars} if max_chars is not None else data
     results = evaluate_perplexity(
-        loaded, tok, data, block_size=block_size, max_samples=max_samples, batch_size=batch_size,
+        loaded, tok, source, block_size=block_size, max_samples=max_samples, batch_size=batch_size,
         progress=progress, model_name=str(model),
     )
     if out is not None:
@@ -653,7 +655,7 @@ def _cmd_blimp(args) -> int:
 def _cmd_perplexity(args) -> int:
     results = run_perplexity(
         args.model, args.data, out=args.out, block_size=args.block_size, max_samples=args.max_samples,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+        max_chars=args.max_chars, batch_size=args.batch_size, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
         progress=not args.no_progress,
     )
     print(
@@ -705,6 +707,7 @@ def register_cli(subparsers) -> None:
     ppl.add_argument("--data", required=True, help="text file, glob, or Hub dataset id")
     ppl.add_argument("--out", default="ppl.json", help="results file (default ppl.json)")
     ppl.add_argument("--block-size", type=_positive_int, help="tokens per block (default: the training run's, else the model's window)")
-    ppl.add_argument("--max-samples", type=_positive_int, help="use only the first N documents")
+    ppl.add_argument("--max-samples", type=_positive_int, help="use only the first N blocks (the recipe's max_eval_samples)")
+    ppl.add_argument("--max-chars", type=_positive_int, help="read only the first N characters of raw text (the recipe's max_chars)")
     ppl.add_argument("--batch-size", type=_positive_int, default=8)
     ppl.set_defaults(func=_cmd_perplexity)

@@ -203,3 +203,64 @@ def test_cli_bad_input_exits_2_and_keeps_previous_results(tiny_model_dir, blimp_
     assert main(["eval", "blimp", str(tmp_path / "no_model"), "--data", str(blimp_dir), "--out", str(out)]) == 2
     assert "model not found" in capsys.readouterr().err
     assert json.loads(out.read_text()) == {"previous": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# perplexity
+
+
+def test_perplexity_equals_trainer_eval_loss(tiny_model, tokenizer, shared, tmp_path):
+    """The same blocks through transformers.Trainer.evaluate() give the same eval_loss."""
+    from transformers import Trainer, TrainingArguments
+
+    from stentor_hub.evaluation import evaluate_perplexity
+    from stentor_hub.recipes.data import build_eval_blocks
+
+    sample = shared / "corpora" / "sample.txt"
+    blocks = build_eval_blocks(sample, tokenizer, 32, max_samples=13)
+    assert blocks.shape == (13, 32)
+    result = evaluate_perplexity(tiny_model, tokenizer, sample, block_size=32, max_samples=13, batch_size=4)
+
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), per_device_eval_batch_size=5, report_to=[], use_cpu=True)
+    trainer = Trainer(model=tiny_model, args=args, eval_dataset=[{"input_ids": b, "labels": b} for b in blocks])
+    trainer_loss = trainer.evaluate()["eval_loss"]
+
+    assert result["blocks"] == 13 and result["tokens"] == 13 * 31 and result["block_size"] == 32
+    assert result["eval_loss"] == pytest.approx(trainer_loss, rel=1e-5)
+    assert result["eval_ppl"] == pytest.approx(math.exp(trainer_loss), rel=1e-5)
+    assert result["eval_loss"] > 1.0  # a random model: far from zero, so agreement is not trivial
+    # and independently: the mean over every predicted token, one block at a time
+    with torch.no_grad():
+        losses = [torch.nn.functional.cross_entropy(tiny_model(b[None]).logits[0, :-1].double(), b[1:], reduction="sum")
+                  for b in blocks]
+    assert result["eval_loss"] == pytest.approx(float(sum(losses)) / (13 * 31), rel=1e-5)
+
+
+def test_cli_perplexity_on_a_run_checkpoint(tiny_model, tokenizer, shared, tmp_path, capsys):
+    """RUN_DIR/final: tokenizer from RUN_DIR/tokenizer, block size from RUN_DIR/run_manifest.json."""
+    from stentor_hub.evaluation import evaluate_perplexity
+
+    run_dir = tmp_path / "run"
+    tiny_model.save_pretrained(run_dir / "final")
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+    (run_dir / "run_manifest.json").write_text(json.dumps({"schema_version": 1, "data": {"block_size": 24}}))
+    sample = shared / "corpora" / "sample.txt"
+    out = tmp_path / "ppl.json"
+    rc = main(["eval", "perplexity", str(run_dir / "final"), "--data", str(sample), "--out", str(out),
+               "--max-samples", "5", "--max-chars", "20000", "--no-progress"])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["block_size"] == 24 and result["blocks"] == 5
+    assert result["data"]["max_chars"] == 20000 and result["data"]["path"] == str(sample)
+    expected = evaluate_perplexity(tiny_model, tokenizer, {"path": str(sample), "max_chars": 20000}, 24, max_samples=5)
+    assert result["eval_loss"] == pytest.approx(expected["eval_loss"], rel=1e-6)
+    assert "perplexity" in capsys.readouterr().out
+
+    assert main(["eval", "perplexity", str(run_dir), "--data", str(sample), "--out", str(out)]) == 2
+    assert "is a training run folder; pass" in capsys.readouterr().err
+    assert main(["eval", "perplexity", str(run_dir / "final"), "--data", str(sample), "--out", str(out),
+                 "--block-size", "4096"]) == 2
+    assert "longer than the model's window of 64" in capsys.readouterr().err
+    assert main(["eval", "perplexity", str(run_dir / "final"), "--data", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
+    assert "none.txt" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == result  # failed runs left the earlier results alone
