@@ -1,0 +1,556 @@
+"""The model card, rendered from facts.
+
+:class:`ModelCardFacts` gathers what a training run wrote (``config.json``, ``run_manifest.json``,
+``training_curves.csv``), the BLiMP results when given, and the author's card config (metadata and
+prose). Jinja templates in ``cards/`` only lay the facts out. The same inputs render to the same
+bytes: nothing here reads the clock, and the curves plot is a deterministic SVG.
+
+    facts = ModelCardFacts.from_run("runs/30m", blimp="blimp_results.json", card_config="card.yaml")
+    Path("README.md").write_text(render_card(facts))
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stentor_hub._resources import resource_dir
+
+CURVES_HEADER = ["step", "epoch", "train_loss", "eval_loss", "eval_ppl", "note"]
+MANIFEST_KEYS = ("recipe_name", "recipe", "model", "versions", "hardware", "t4_recipe", "data", "training", "best", "final")
+CARD_TEMPLATE = "model_card.md.j2"
+BLIMP_DESCRIPTIONS = "blimp_tasks.yaml"
+DEFAULT_CARD_CONFIG = "card_config.yaml"
+# The author's prose, in the order the card shows it. Anything else in the card config is an error.
+PROSE_SECTIONS = ("summary", "intended_uses", "limitations", "sample_outputs", "notices", "citation")
+METADATA_KEYS = ("model_name", "license", "language", "library_name", "pipeline_tag", "tags", "datasets", "widget",
+                 "base_model", "eval_dataset")
+BLIMP_STRONG, BLIMP_WEAK = 85.0, 55.0  # percent: >= strong, <= weak, moderate in between
+
+
+# --- facts -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParameterGroup:
+    name: str
+    count: int
+    share: float  # percent of the total
+
+
+def parameter_breakdown(config: dict) -> list[ParameterGroup]:
+    """Parameters of a Llama model by group, computed from its ``config.json``; tied input and
+    output embeddings count once. The last entry is the total."""
+    try:
+        hidden, vocab, layers = config["hidden_size"], config["vocab_size"], config["num_hidden_layers"]
+        inter, heads = config["intermediate_size"], config["num_attention_heads"]
+    except KeyError as e:
+        raise ValueError(f"config.json has no {e.args[0]!r}; it must be a LlamaForCausalLM config") from None
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or hidden // heads
+    attn_bias, mlp_bias = bool(config.get("attention_bias")), bool(config.get("mlp_bias"))
+    q_out, kv_out = heads * head_dim, kv_heads * head_dim
+    attention = hidden * q_out + 2 * hidden * kv_out + q_out * hidden
+    if attn_bias:
+        attention += q_out + 2 * kv_out + hidden
+    mlp = 3 * hidden * inter + ((2 * inter + hidden) if mlp_bias else 0)
+    groups = [
+        ("embedding (tied with the output layer)" if config.get("tie_word_embeddings", True) else "embedding", vocab * hidden),
+        (f"attention ({layers} layers)", layers * attention),
+        (f"MLP ({layers} layers)", layers * mlp),
+        (f"norms ({2 * layers} RMSNorm)", layers * 2 * hidden),
+        ("final norm", hidden),
+    ]
+    if not config.get("tie_word_embeddings", True):
+        groups.append(("output layer (lm_head)", vocab * hidden))
+    total = sum(count for _, count in groups)
+    return [ParameterGroup(name, count, 100.0 * count / total) for name, count in groups] + [
+        ParameterGroup("total", total, 100.0)
+    ]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    step: int
+    epoch: float | None
+    train_loss: float | None
+    eval_loss: float | None
+    eval_ppl: float | None
+    note: str
+
+
+def read_curves(path: str | os.PathLike) -> list[CurvePoint]:
+    """Rows of ``training_curves.csv`` (an empty cell is ``None``: not measured at that step)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; the training run writes it (python -m stentor_hub.recipes.train)")
+
+    def number(value: str, column: str, line: int) -> float | None:
+        if value == "":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: column {column} is not a number: {value!r}") from None
+
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != CURVES_HEADER:
+            raise ValueError(f"{path}: header must be exactly {','.join(CURVES_HEADER)}, got {','.join(header or [])!r}")
+        points = []
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(CURVES_HEADER):
+                raise ValueError(f"{path}, line {line}: expected {len(CURVES_HEADER)} cells, got {len(row)}")
+            step = number(row[0], "step", line)
+            if step is None:
+                raise ValueError(f"{path}, line {line}: the step cell is empty")
+            points.append(CurvePoint(int(step), number(row[1], "epoch", line), number(row[2], "train_loss", line),
+                                     number(row[3], "eval_loss", line), number(row[4], "eval_ppl", line), row[5]))
+    if not any(p.eval_loss is not None for p in points):
+        raise ValueError(f"{path} has no evaluated step (no eval_loss); the card's results need at least one")
+    return points
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    point: CurvePoint
+    labels: tuple[str, ...]  # why the row is shown: first, best, epoch end, final
+
+
+def select_result_rows(curves: list[CurvePoint], best_step: int | None, final_step: int | None,
+                       selected: int = 6) -> list[ResultRow]:
+    """The evaluated steps the results table shows: the first, about ``selected`` evenly spaced
+    ones, each epoch end, the best (from the manifest) and the final step."""
+    evaluated = [p for p in curves if p.eval_loss is not None]
+    labels: dict[int, list[str]] = {}
+
+    def mark(point: CurvePoint, label: str | None) -> None:
+        labels.setdefault(point.step, [])
+        if label and label not in labels[point.step]:
+            labels[point.step].append(label)
+
+    mark(evaluated[0], "first eval")
+    stride = max(1, math.ceil(len(evaluated) / selected))
+    for point in evaluated[::stride]:
+        mark(point, None)
+    # the last evaluated step of each epoch k, i.e. with epoch in (k-1, k]
+    last_of_epoch: dict[int, CurvePoint] = {}
+    for point in evaluated:
+        if point.epoch is not None:
+            last_of_epoch[max(1, math.ceil(point.epoch - 1e-6))] = point
+    for k, point in sorted(last_of_epoch.items()):
+        if abs(point.epoch - k) < 1e-6:
+            mark(point, f"end of epoch {k}")
+        elif point is not evaluated[-1]:
+            mark(point, f"last eval of epoch {k}")
+    by_step = {p.step: p for p in evaluated}
+    if best_step in by_step:
+        mark(by_step[best_step], "best")
+    if final_step in by_step:
+        mark(by_step[final_step], "final")
+    elif evaluated:
+        mark(evaluated[-1], "last eval")
+    return [ResultRow(by_step[step], tuple(labels[step])) for step in sorted(labels)]
+
+
+@dataclass(frozen=True)
+class BlimpTask:
+    uid: str
+    field: str
+    term: str
+    correct: int
+    total: int
+    accuracy: float
+    description: str
+
+
+@dataclass(frozen=True)
+class BlimpCategory:
+    term: str
+    tasks: int
+    accuracy: float  # pooled over the category's pairs
+    worst: BlimpTask
+    best: BlimpTask
+
+
+@dataclass
+class BlimpSummary:
+    overall: float
+    model: str
+    scoring: str
+    strong: list[BlimpTask]
+    moderate: list[BlimpTask]
+    weak: list[BlimpTask]
+    categories: list[BlimpCategory]
+
+    @property
+    def tasks(self) -> int:
+        return len(self.strong) + len(self.moderate) + len(self.weak)
+
+
+def summarize_blimp(results: dict, descriptions: dict[str, str], source: str = "blimp_results.json") -> BlimpSummary:
+    """Tiers and categories of a ``blimp_results.json`` (as ``stentor-hub eval blimp`` writes it)."""
+    try:
+        overall, task_results = float(results["overall"]), results["tasks"]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{source} has no numeric 'overall' and 'tasks'; pass the file `stentor-hub eval blimp` writes") from None
+    tasks = []
+    for uid in sorted(task_results):
+        r = task_results[uid]
+        if uid not in descriptions:
+            raise ValueError(f"{source}: BLiMP task {uid!r} has no description in {BLIMP_DESCRIPTIONS}; add a one-line description")
+        try:
+            tasks.append(BlimpTask(uid, r["field"], r["linguistics_term"], int(r["correct"]), int(r["total"]),
+                                   float(r["accuracy"]), descriptions[uid]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{source}: task {uid!r} lacks a valid {e}; each task needs correct, total, accuracy, "
+                             "field and linguistics_term") from None
+    if not tasks:
+        raise ValueError(f"{source} has no tasks")
+    by_accuracy = sorted(tasks, key=lambda t: (-t.accuracy, t.uid))
+    categories = []
+    for term in sorted({t.term for t in tasks}):
+        members = [t for t in by_accuracy if t.term == term]
+        pooled = 100.0 * sum(t.correct for t in members) / max(1, sum(t.total for t in members))
+        categories.append(BlimpCategory(term, len(members), pooled, members[-1], members[0]))
+    categories.sort(key=lambda c: (-c.accuracy, c.term))
+    return BlimpSummary(
+        overall=overall, model=str(results.get("model", "")), scoring=str(results.get("scoring", "")),
+        strong=[t for t in by_accuracy if t.accuracy >= BLIMP_STRONG],
+        moderate=[t for t in by_accuracy if BLIMP_WEAK < t.accuracy < BLIMP_STRONG],
+        weak=[t for t in by_accuracy if t.accuracy <= BLIMP_WEAK],
+        categories=categories,
+    )
+
+
+def load_card_config(path: str | os.PathLike | None) -> dict:
+    """The author's card config merged over the defaults in ``cards/card_config.yaml``.
+
+    YAML: metadata keys and prose keys at the top level. Markdown: the metadata as YAML front
+    matter, then one ``## Heading`` per prose section (``## Intended uses`` -> ``intended_uses``)."""
+    config = yaml.safe_load((resource_dir("cards") / DEFAULT_CARD_CONFIG).read_text()) or {}
+    if path is None:
+        return config
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"card config {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".md", ".markdown"):
+        user, body = {}, text
+        match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
+        if match:
+            user, body = yaml.safe_load(match.group(1)) or {}, text[match.end():]
+        for heading, content in _markdown_sections(body, path):
+            user[re.sub(r"[^a-z0-9]+", "_", heading.lower()).strip("_")] = content
+    else:
+        try:
+            user = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"card config {path} is not valid YAML: {e}") from None
+    if not isinstance(user, dict):
+        raise ValueError(f"card config {path} must be a mapping of metadata and prose sections")
+    unknown = sorted(set(user) - set(PROSE_SECTIONS) - set(METADATA_KEYS))
+    if unknown:
+        raise ValueError(f"card config {path}: unknown keys {unknown}; metadata keys are {list(METADATA_KEYS)}, "
+                         f"prose sections are {list(PROSE_SECTIONS)}")
+    for key in PROSE_SECTIONS:
+        if key in user and user[key] is not None and not isinstance(user[key], str):
+            raise ValueError(f"card config {path}: '{key}' must be text (Markdown), got {type(user[key]).__name__}")
+    return {**config, **user}
+
+
+def _markdown_sections(body: str, path: Path) -> list[tuple[str, str]]:
+    sections, heading, lines = [], None, []
+    for line in body.splitlines():
+        if line.startswith("## "):
+            if heading is not None:
+                sections.append((heading, "\n".join(lines).strip()))
+            heading, lines = line[3:].strip(), []
+        elif heading is None and line.strip():
+            raise ValueError(f"card config {path}: text before the first '## Section' heading: {line.strip()[:60]!r}")
+        else:
+            lines.append(line)
+    if heading is not None:
+        sections.append((heading, "\n".join(lines).strip()))
+    return sections
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing ({what})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out = []
+        for key, sub in value.items():
+            out += _flatten(f"{prefix}.{key}" if prefix else str(key), sub)
+        return out
+    return [(prefix, value)]
+
+
+@dataclass
+class ModelCardFacts:
+    """Everything the card says, gathered before any rendering."""
+
+    run_dir: Path
+    checkpoint: str  # "best" or "final": the weights that are published
+    config: dict
+    manifest: dict
+    curves: list[CurvePoint]
+    tokenizer_config: dict
+    card_config: dict
+    blimp: BlimpSummary | None = None
+    blimp_raw: dict | None = None
+    repo_id: str | None = None
+    parameters: list[ParameterGroup] = field(default_factory=list)
+    result_rows: list[ResultRow] = field(default_factory=list)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, *, blimp: str | os.PathLike | None = None,
+                 card_config: str | os.PathLike | None = None, repo_id: str | None = None,
+                 checkpoint: str = "best", template_dir: str | os.PathLike | None = None) -> "ModelCardFacts":
+        """Read a training output folder (``RUN_DIR``). Raises ``FileNotFoundError`` /
+        ``ValueError`` naming the file and the missing fact."""
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"run folder {run_dir} does not exist; pass the --output-dir of a training run")
+        if checkpoint not in ("best", "final"):
+            raise ValueError(f"checkpoint must be 'best' or 'final', got {checkpoint!r}")
+        config = _read_json(run_dir / checkpoint / "config.json", f"the {checkpoint} checkpoint's model config")
+        manifest = _read_json(run_dir / "run_manifest.json", "written by python -m stentor_hub.recipes.train")
+        missing = [key for key in MANIFEST_KEYS if key not in manifest]
+        if missing:
+            raise ValueError(f"{run_dir / 'run_manifest.json'} is missing {missing}; it must follow run manifest schema 1")
+        for section, keys in (("best", ("step", "eval_loss", "eval_ppl")), ("final", ("step",))):
+            absent = [k for k in keys if manifest[section].get(k) is None]
+            if absent:
+                raise ValueError(f"{run_dir / 'run_manifest.json'}: '{section}' has no {absent}")
+        curves = read_curves(run_dir / "training_curves.csv")
+        tokenizer_config = _read_json(run_dir / "tokenizer" / "tokenizer_config.json", "the exported tokenizer")
+        blimp_raw = summary = None
+        if blimp is not None:
+            blimp_raw = _read_json(Path(blimp), "written by stentor-hub eval blimp")
+            summary = summarize_blimp(blimp_raw, blimp_descriptions(template_dir), str(blimp))
+        facts = cls(run_dir=run_dir, checkpoint=checkpoint, config=config, manifest=manifest, curves=curves,
+                    tokenizer_config=tokenizer_config, card_config=load_card_config(card_config), blimp=summary,
+                    blimp_raw=blimp_raw, repo_id=repo_id)
+        facts.parameters = parameter_breakdown(config)
+        facts.result_rows = select_result_rows(curves, manifest["best"].get("step"), manifest["final"].get("step"))
+        return facts
+
+    # derived facts the templates use
+    @property
+    def model_name(self) -> str:
+        if self.card_config.get("model_name"):
+            return str(self.card_config["model_name"])
+        return self.repo_id.split("/")[-1] if self.repo_id else self.run_dir.resolve().name
+
+    @property
+    def published_step(self) -> int:
+        return int(self.manifest[self.checkpoint]["step"])
+
+    @property
+    def hyperparameters(self) -> list[tuple[str, Any]]:
+        return _flatten("", self.manifest["recipe"])
+
+    @property
+    def tokenizer(self) -> dict:
+        """Ids and names of the tokenizer, from its ``tokenizer_config.json``."""
+        added = {int(i): t["content"] for i, t in self.tokenizer_config.get("added_tokens_decoder", {}).items()}
+        ids = {content: i for i, content in added.items()}
+        base = min(added) if added else self.config["vocab_size"]
+        tc = self.tokenizer_config
+        return {
+            "class": tc.get("tokenizer_class", ""), "total_ids": (max(added) + 1) if added else base, "base_vocab": base,
+            "reserved": sum(1 for c in added.values() if c.startswith("<|reserved_")),
+            "bos": tc.get("bos_token"), "bos_id": ids.get(tc.get("bos_token")),
+            "eos": tc.get("eos_token"), "eos_id": ids.get(tc.get("eos_token")),
+            "pad": tc.get("pad_token"), "pad_id": ids.get(tc.get("pad_token")),
+            "add_bos": bool(tc.get("add_bos_token", False)), "add_eos": bool(tc.get("add_eos_token", False)),
+            "vocab": _recipe_get(self.manifest["recipe"], "tokenizer", "vocab") or "",
+            "chat_template": (self.run_dir / "tokenizer" / "chat_template.jinja").is_file() or "chat_template" in tc,
+        }
+
+    @property
+    def hours(self) -> float:
+        return float(self.manifest["training"].get("wall_time_seconds") or 0.0) / 3600.0
+
+    def metadata(self) -> dict:
+        """The YAML front matter: Hub metadata and a ``model-index`` with the run's results."""
+        cc, best, final = self.card_config, self.manifest["best"], self.manifest["final"]
+        eval_dataset = cc.get("eval_dataset") or _eval_dataset(self.manifest["data"])
+        task = {"type": "text-generation", "name": "Text Generation"}
+        metrics = [
+            {"type": "loss", "name": "Best validation loss", "value": _round(best["eval_loss"], 4)},
+            {"type": "perplexity", "name": "Best validation perplexity", "value": _round(best["eval_ppl"], 2)},
+        ]
+        if final.get("eval_loss") is not None:
+            metrics.append({"type": "loss", "name": "Final-epoch validation loss", "value": _round(final["eval_loss"], 4)})
+        if final.get("eval_ppl") is not None:
+            metrics.append({"type": "perplexity", "name": "Final-epoch validation perplexity", "value": _round(final["eval_ppl"], 2)})
+        results = [{"task": task, "dataset": eval_dataset, "metrics": metrics}]
+        if self.blimp is not None:
+            results.append({
+                "task": task,
+                "dataset": {"name": "BLiMP", "type": "nyu-mll/blimp", "split": "train"},
+                "metrics": [{"type": "accuracy", "name": "BLiMP overall accuracy", "value": _round(self.blimp.overall, 2)}],
+            })
+        meta = {
+            "language": cc.get("language") or ["en"],
+            "license": cc.get("license"),
+            "library_name": cc.get("library_name") or "transformers",
+            "pipeline_tag": cc.get("pipeline_tag") or "text-generation",
+            "tags": sorted(set(cc.get("tags") or [])),
+            "datasets": cc.get("datasets") or _hub_sources(self.manifest["data"].get("train_sources", [])),
+            "widget": cc.get("widget") or [],
+            "model-index": [{"name": self.model_name, "results": results}],
+        }
+        if cc.get("base_model"):
+            meta["base_model"] = cc["base_model"]
+        if not meta["license"]:
+            raise ValueError("the card needs a license: set 'license' in the card config (e.g. license: apache-2.0)")
+        return {k: v for k, v in meta.items() if v not in ([], None)}
+
+
+def _round(value: Any, digits: int) -> float:
+    return round(float(value), digits)
+
+
+def _recipe_get(recipe: dict, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(recipe, dict) or key not in recipe:
+            return None
+        recipe = recipe[key]
+    return recipe
+
+
+def _source_path(source: Any) -> str:
+    return str(source.get("path", "")) if isinstance(source, dict) else str(source)
+
+
+def _is_hub_source(source: Any) -> bool:
+    if isinstance(source, dict) and source.get("kind"):
+        return source["kind"] == "hub"
+    path = _source_path(source)
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", path)) and not os.path.exists(path)
+
+
+def _hub_sources(sources: list) -> list[str]:
+    return sorted({_source_path(s) for s in sources if _is_hub_source(s)})
+
+
+def _eval_dataset(data: dict) -> dict:
+    sources = data.get("eval_sources") or data.get("train_sources") or []
+    held_out = not data.get("eval_sources")
+    if not sources:
+        return {"name": "held-out validation blocks", "type": "validation", "split": "validation"}
+    path = _source_path(sources[0])
+    name = path if _is_hub_source(sources[0]) else Path(path).name
+    if held_out:
+        name = f"{name} (held-out blocks)"
+    return {"name": name, "type": path if _is_hub_source(sources[0]) else Path(path).stem, "split": "validation"}
+
+
+def blimp_descriptions(template_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """Our one-line descriptions of the BLiMP tasks (a custom template folder may bring its own)."""
+    for folder in ([Path(template_dir)] if template_dir else []) + [resource_dir("cards")]:
+        path = folder / BLIMP_DESCRIPTIONS
+        if path.is_file():
+            return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raise FileNotFoundError(f"{BLIMP_DESCRIPTIONS} is missing from {resource_dir('cards')}; reinstall stentor-hub")
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = None) -> str:
+    """The README.md text: YAML front matter, then the template's Markdown. A ``template_dir``
+    overrides any of our templates by name; the others still come from ``cards/``."""
+    import jinja2
+
+    loaders = [jinja2.FileSystemLoader(str(resource_dir("cards")))]
+    if template_dir is not None:
+        if not Path(template_dir).is_dir():
+            raise FileNotFoundError(f"template folder {template_dir} does not exist")
+        loaders.insert(0, jinja2.FileSystemLoader(str(template_dir)))
+    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["count"] = lambda n: f"{int(n):,}"
+    env.filters["num"] = lambda x, digits=4: "–" if x is None else f"{float(x):.{digits}f}"
+    env.filters["pct"] = lambda x: f"{float(x):.1f}%"
+    env.filters["value"] = _format_value
+    front_matter = yaml.dump(facts.metadata(), Dumper=_NoAliasDumper, sort_keys=True, allow_unicode=True,
+                             default_flow_style=False, width=1000)
+    try:
+        body = env.get_template(CARD_TEMPLATE).render(facts=facts, f=facts, cc=facts.card_config, blimp=facts.blimp,
+                                                      prose={k: facts.card_config.get(k) for k in PROSE_SECTIONS})
+    except jinja2.UndefinedError as e:
+        raise ValueError(f"card template refers to a fact that does not exist: {e.message}") from None
+    body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
+    return f"---\n{front_matter}---\n\n{body}"
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):  # no &id001 anchors in the front matter
+        return True
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def plot_curves(curves: list[CurvePoint], out_path: str | os.PathLike, title: str = "") -> Path:
+    """``training_curves.svg``: train and eval loss against step, eval perplexity on a second axis.
+    Deterministic: fixed SVG ids (``svg.hashsalt``), no date, text kept as text."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out_path = Path(out_path)
+    train = [(p.step, p.train_loss) for p in curves if p.train_loss is not None]
+    evals = [(p.step, p.eval_loss, p.eval_ppl) for p in curves if p.eval_loss is not None]
+    with matplotlib.rc_context({"svg.hashsalt": "stentor-hub", "svg.fonttype": "none", "font.size": 10}):
+        fig, loss_ax = plt.subplots(figsize=(8, 4.5))
+        try:
+            if train:
+                loss_ax.plot(*zip(*train), color="tab:blue", linewidth=1.2, label="train loss")
+            loss_ax.plot([s for s, _, _ in evals], [l for _, l, _ in evals], color="tab:orange", marker="o",
+                         markersize=3, linewidth=1.5, label="eval loss")
+            loss_ax.set_xlabel("step")
+            loss_ax.set_ylabel("cross-entropy loss")
+            loss_ax.grid(True, alpha=0.3)
+            ppl_ax = loss_ax.twinx()
+            ppl = [(s, p) for s, _, p in evals if p is not None]
+            if ppl:
+                ppl_ax.plot(*zip(*ppl), color="tab:green", linestyle="--", linewidth=1.0, label="eval perplexity")
+            ppl_ax.set_ylabel("eval perplexity")
+            handles = loss_ax.get_legend_handles_labels()[0] + ppl_ax.get_legend_handles_labels()[0]
+            loss_ax.legend(handles, [h.get_label() for h in handles], loc="upper right")
+            if title:
+                loss_ax.set_title(title)
+            fig.tight_layout()
+            tmp = out_path.with_name(f".{out_path.name}.tmp")
+            fig.savefig(tmp, format="svg", metadata={"Date": None})
+            os.replace(tmp, out_path)
+        finally:
+            plt.close(fig)
+    return out_path
