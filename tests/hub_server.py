@@ -21,6 +21,7 @@ Endpoints (``{t}`` = ``models`` or ``datasets``; revisions are percent-encoded b
     POST /api/validate-yaml                       400 when the README front matter is not YAML
     GET  /api/{t}/OWNER/NAME[/revision/REV]       repo info (sha, siblings)
     POST /api/{t}/OWNER/NAME/preupload/REV        upload mode (regular | lfs) and the remote oid
+    POST /api/{t}/OWNER/NAME/branch/BRANCH        create a branch (startingPoint: a revision; default main)
     POST /api/{t}/OWNER/NAME/commit/REV           NDJSON commit (header, file, lfsFile, deletedFile, deletedFolder)
     GET  /api/{t}/OWNER/NAME/commits/REV          history, newest first
     GET  /api/{t}/OWNER/NAME/tree/REV[/PATH]      file listing (?recursive=true)
@@ -288,6 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._preupload(repo_type, repo_id, "/".join(rest[1:]))
             if len(rest) >= 2 and rest[0] == "commit" and method == "POST":
                 return self._commit(repo_type, repo_id, "/".join(rest[1:]))
+            if len(rest) >= 2 and rest[0] == "branch" and method == "POST":
+                return self._create_branch(repo_type, repo_id, "/".join(rest[1:]), json.loads(self._body() or b"{}"))
             if len(rest) >= 2 and rest[0] == "commits" and method == "GET":
                 return self._commits(repo_type, repo_id, rest[1])
             if len(rest) >= 2 and rest[0] == "tree" and method == "GET":
@@ -377,6 +380,16 @@ class _Handler(BaseHTTPRequestHandler):
             "lastModified": commit["date"], "createdAt": repo["created"], "tags": [], "downloads": 0, "likes": 0,
             "siblings": [{"rfilename": path} for path in sorted(commit["files"])],
         })
+
+    def _create_branch(self, repo_type: str, repo_id: str, branch: str, payload: dict) -> None:
+        self._writable_repo(repo_type, repo_id)
+        with self.hub.storage.lock:
+            repo = self.hub.storage.load_repo(repo_type, repo_id)
+            if branch in repo["branches"]:
+                raise HubError(409, f"Reference already exists: refs/heads/{branch}")
+            repo["branches"][branch] = self._resolve_revision(repo, payload.get("startingPoint") or "main")
+            self.hub.storage.save_repo(repo_type, repo_id, repo)
+        self._json({"success": True})
 
     def _commits(self, repo_type: str, repo_id: str, revision: str) -> None:
         repo = self._readable_repo(repo_type, repo_id)
