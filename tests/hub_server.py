@@ -211,6 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         return f"http://{self.headers.get('Host') or self.hub.url.split('//', 1)[1]}"
 
     def _body(self) -> bytes:
+        if self._raw_body is None:
+            self._raw_body = self._read_body()
+        return self._raw_body
+
+    def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
@@ -250,9 +255,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self.hub.requests.append((self.command, self.path))
+        self._raw_body = None
         try:
             self._route()
         except HubError as e:
+            self._body()  # drain what the client sent, or the next request on this connection reads it
             headers = {"X-Error-Message": e.message}
             if e.code:
                 headers["X-Error-Code"] = e.code
