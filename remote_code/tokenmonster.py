@@ -51,6 +51,27 @@ _DELETE_PAIR_RE = re.compile(rb"\x7f[\x00-\xff]?")
 _MEMO_MAX_KEY = 256
 _MEMO_MAX_ENTRIES = 300_000
 _MEMO_MAX_LENGTHS = 24
+# Segments that depend on where the data ends are cached by the whole remainder, and only
+# looked up this close to the end (a segment rarely reads further than two tokens ahead).
+_TAIL_REACH = 2 * _MAX_KEY_LEN + 2
+
+
+def _build_trie(index_of: dict) -> dict:
+    root = {}
+    for key, entry in index_of.items():
+        children = root
+        for depth, b in enumerate(key):
+            node = children.get(b)
+            if node is None:
+                node = children[b] = [-1, {}]
+            if depth == len(key) - 1:
+                node[0] = entry
+            children = node[1]
+
+    def freeze(children):
+        return {b: (node[0], freeze(node[1])) for b, node in children.items()}
+
+    return freeze(root)
 
 
 class _Longer:
@@ -340,15 +361,13 @@ class Vocab:
         for key, tid in zip(keys, ids):
             table[tid] = key
         self._decode_table = table
-        # every prefix of every key -> entry index, or -1 when the prefix is not itself a key;
-        # the scan walks this byte by byte, which tells it exactly how far it had to read
-        prefixes = {}
-        for key, e in index_of.items():
-            for n in range(1, len(key)):
-                prefixes.setdefault(key[:n], -1)
-        prefixes.update(index_of)
-        self._prefixes = prefixes
-        self._first_byte = [prefixes.get(bytes([b])) for b in range(256)]
+        # A trie of the keys: byte -> (entry index or -1, children). The scan walks it byte by
+        # byte, which also tells it exactly how far it had to read.
+        self._trie = _build_trie(index_of)
+        self._longest, self._longest_spaced, self._segment = _compile_scanner(
+            self._trie, max_token_len, flags, nwords, self._key_len, alt1, alt2, ids, begin_class,
+            self.delete_id, self.unk_id,
+        )
         self._memo = {}
         self._ext_memo = {}
         self._tail_memo = {}
@@ -432,10 +451,11 @@ class Vocab:
         while p < n:
             # The memo entry for the fresh state at p: first by the text up to the next space,
             # then, if segments starting so read further, by their exact lengths.
-            result = None
+            result = key = None
             s = find(b" ", p + 1)
             if 0 <= s < p + _MEMO_MAX_KEY:
-                result = memo.get(data[p : s + 1])
+                key = data[p : s + 1]
+                result = memo.get(key)
                 if result is not None and result.__class__ is _Longer:
                     for length in result.lengths:
                         result = ext_memo.get(data[p : p + length])
@@ -443,12 +463,15 @@ class Vocab:
                             break
                     else:
                         result = None
-            if result is None and n - p <= _MEMO_MAX_KEY:
+            if result is None and n - p <= _TAIL_REACH:
                 result = tail_memo.get(data[p:])
             if result is None:
                 ids, q, reach, dropped, lookahead = self._segment(data, p, n, lookahead)
-                result = (tuple(ids), q - p, dropped)
-                self._remember(data, p, n, s, reach, result)
+                result = (ids, q - p, dropped)
+                if key is not None and reach <= s + 1 and len(memo) < _MEMO_MAX_ENTRIES:
+                    memo[key] = result  # the common case: the segment read no further than the space
+                else:
+                    self._remember(data, p, n, s, reach, result)
             else:
                 lookahead = None
             out += result[0]
@@ -465,7 +488,7 @@ class Vocab:
             self._ext_memo.clear()
             self._tail_memo.clear()
         if reach > n:
-            if n - p <= _MEMO_MAX_KEY:
+            if n - p <= _TAIL_REACH:
                 self._tail_memo[data[p:]] = result
             if s >= 0 and s + 1 - p <= _MEMO_MAX_KEY:
                 memo.setdefault(data[p : s + 1], _Longer())
@@ -483,78 +506,80 @@ class Vocab:
             longer.lengths.append(length)
         self._ext_memo[data[p:reach]] = result
 
-    def _longest(self, data: bytes, j: int, n: int):
+    # -- decoding -----------------------------------------------------------------------
+
+    def decode(self, ids) -> bytes:
+        """Bytes of a list of ids, exactly as the reference: ids outside the id range are
+        skipped, and the result need not be valid UTF-8."""
+        table = self._decode_table
+        n = len(table)
+        raw = b"".join([table[t] for t in ids if 0 <= t < n])
+        if self.capcode == 1 and b"\x7f" in raw:
+            raw = _DELETE_PAIR_RE.sub(b"", raw)
+        return raw
+
+    def decoder(self) -> "StreamDecoder":
+        """A streaming decoder that holds back incomplete UTF-8 between calls."""
+        return StreamDecoder(self)
+
+
+def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, bc, delete_id, unk_id):
+    """The scanner's hot functions, as closures over the vocabulary's tables (cheaper to
+    reach than attributes of ``self``, which matters in pure Python)."""
+    space_node = trie.get(0x20)
+    has_delete = delete_id is not None
+    missing_ids = (unk_id,) if unk_id is not None else ()
+
+    def longest(data: bytes, j: int, n: int):
         """Longest key that is a prefix of ``data[j:]``: (entry, length, reach), where
         ``reach`` is one past the last byte read, or ``n + 1`` if the answer depended on
         where the data ends. Entry is -1 when nothing matches."""
-        first = self._first_byte[data[j]] if j < n else None
-        if first is None:
-            return -1, 0, j + 1
-        pref = self._prefixes
-        limit = n - j
-        maxlen = self.max_token_len
-        if limit > maxlen:
-            limit = maxlen
-        if first >= 0:
-            best = first
-            best_len = 1
-        else:
-            best = -1
-            best_len = 0
-        k = 2
-        while k <= limit:
-            v = pref.get(data[j : j + k])
-            if v is None:
-                return best, best_len, j + k
-            if v >= 0:
-                best = v
-                best_len = k
-            k += 1
-        return best, best_len, (n + 1 if n - j < maxlen else j + limit)
-
-    def _longest_spaced(self, data: bytes, j: int, n: int):
-        """Longest key that is a prefix of ``b" " + data[j:]`` (length includes the space)."""
-        pref = self._prefixes
-        maxlen = self.max_token_len
-        limit = n - j + 1
-        if limit > maxlen:
-            limit = maxlen
-        window = b" " + data[j : j + limit - 1]
-        best = 0
+        children = trie
+        best = -1
         best_len = 0
-        k = 1
-        while k <= limit:
-            v = pref.get(window[:k])
-            if v is None:
-                return best, best_len, j + k - 1
-            if v >= 0:
-                best = v
-                best_len = k
+        k = 0
+        for b in data[j : j + maxlen]:
+            node = children.get(b)
+            if node is None:
+                return best, best_len, j + k + 1
             k += 1
-        return best, best_len, (n + 1 if n - j < maxlen - 1 else j + limit - 1)
+            entry, children = node
+            if entry >= 0:
+                best = entry
+                best_len = k
+        return best, best_len, (n + 1 if n - j < maxlen else j + k)
 
-    def _segment(self, data: bytes, p: int, n: int, lookahead=None):
+    def longest_spaced(data: bytes, j: int, n: int):
+        """Longest key that is a prefix of ``b" " + data[j:]`` (length includes the space),
+        or (0, 0, reach) when none is."""
+        node = space_node
+        if node is None or maxlen == 0:
+            return 0, 0, j
+        entry, children = node
+        best, best_len = (entry, 1) if entry >= 0 else (0, 0)
+        k = 1
+        for b in data[j : j + maxlen - 1]:
+            node = children.get(b)
+            if node is None:
+                return best, best_len, j + k
+            k += 1
+            entry, children = node
+            if entry >= 0:
+                best = entry
+                best_len = k
+        return best, best_len, (n + 1 if n - j < maxlen - 1 else j + k - 1)
+
+    def segment(data: bytes, p: int, n: int, lookahead=None):
         """Run the scan (SPEC §5.3) from the fresh state at ``p`` to the next one.
 
         Returns (ids, q, reach, missing): the ids emitted, the position of the next fresh
         state, one past the last byte read (``n + 1`` if the end of the data mattered), and
         1 if the segment is a byte no token covers, else 0, and the walk at q when this
         segment already made it (passed back in as ``lookahead`` to save the work)."""
-        flags = self._flags
-        nwords = self._nwords
-        key_len = self._key_len
-        alt1s = self._alt1
-        alt2s = self._alt2
-        idof = self._ids
-        bc = self._begin_class
-        longest = self._longest
-        spaced = self._longest_spaced
-        delete_id = self.delete_id
-        has_delete = delete_id is not None
 
         cur, L, reach = lookahead or longest(data, p, n)
         if cur < 0:
-            return ([self.unk_id] if self.unk_id is not None else []), p + 1, reach, 1, None
+            return list(missing_ids), p + 1, reach, 1, None
         out = []
         i = p
         fd = 0
@@ -589,7 +614,7 @@ class Vocab:
                 w2 = nwords[n1]
                 s1 = _plain(L + l1, f1, w1, f2, w2, nb)
                 if has_delete and f2 & 2 and nb == 1 and w2 == 0:
-                    m, k, r = spaced(data, j, n)
+                    m, k, r = longest_spaced(data, j, n)
                     if r > reach:
                         reach = r
                     if k > l1 + 1:
@@ -609,9 +634,9 @@ class Vocab:
             a1 = alt1s[cur]
             if a1 >= 0:
                 a2 = alt2s[cur]
-                for second, alt in ((False, a1), (True, a2)):
-                    if alt < 0:
-                        break
+                second = False
+                alt = a1
+                while alt >= 0:
                     la = key_len[alt] - fd
                     q = i + la
                     n2, l2, r = longest(data, q, n)
@@ -636,7 +661,7 @@ class Vocab:
                         w2 = nwords[n2]
                         sa = _plain(t, fa, wa, f2, w2, nb) - (100 if t < L else 10000 if t == L else 0)
                         if has_delete and f2 & 2 and nb == 1 and w2 == 0:
-                            m, k, r = spaced(data, q, n)
+                            m, k, r = longest_spaced(data, q, n)
                             if r > reach:
                                 reach = r
                             if k > l2 + 1:
@@ -656,8 +681,11 @@ class Vocab:
                                 nb_, lb = m, k
                     if not second:
                         s2, s2b, n2_, l2_, n2b, l2b, la2, r2 = sa, sb, n2, l2, nb_, lb, la, ra
+                        second = True
+                        alt = a2
                     else:
                         s3, s3b, n3_, l3_, n3b, l3b, la3, r3 = sa, sb, n2, l2, nb_, lb, la, ra
+                        break
 
             best = max(s1, s2, s3, s1b, s2b, s3b)
             if best == _NEG:
@@ -693,21 +721,7 @@ class Vocab:
         out.append(idof[cur])
         return out, i + L, reach, 0, None
 
-    # -- decoding -----------------------------------------------------------------------
-
-    def decode(self, ids) -> bytes:
-        """Bytes of a list of ids, exactly as the reference: ids outside the id range are
-        skipped, and the result need not be valid UTF-8."""
-        table = self._decode_table
-        n = len(table)
-        raw = b"".join([table[t] for t in ids if 0 <= t < n])
-        if self.capcode == 1 and b"\x7f" in raw:
-            raw = _DELETE_PAIR_RE.sub(b"", raw)
-        return raw
-
-    def decoder(self) -> "StreamDecoder":
-        """A streaming decoder that holds back incomplete UTF-8 between calls."""
-        return StreamDecoder(self)
+    return longest, longest_spaced, segment
 
 
 def _plain(t, f1, w1, f2, w2, nb):
