@@ -292,6 +292,7 @@ def score_requests(
                     input_ids=input_ids.to(device),
                     attention_mask=attention_mask.to(device),
                     position_ids=position_ids.to(device),
+                    use_cache=False,  # one pass per sequence: a KV cache would only cost time
                 ).logits
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 for row, ((ctx, cont), ids) in enumerate(zip(batch, inputs)):
@@ -477,7 +478,7 @@ def evaluate_perplexity(
         with torch.inference_mode():
             for start in range(0, len(blocks), batch_size):
                 batch = blocks[start : start + batch_size].to(device)
-                logits = model(input_ids=batch).logits.float()
+                logits = model(input_ids=batch, use_cache=False).logits.float()
                 loss = torch.nn.functional.cross_entropy(
                     logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
                 )
