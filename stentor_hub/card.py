@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,10 @@ def select_result_rows(curves: list[CurvePoint], best_step: int | None, final_st
                        selected: int = 6) -> list[ResultRow]:
     """The evaluated steps the results table shows: the first, about ``selected`` evenly spaced
     ones, each epoch end, the best (from the manifest) and the final step."""
-    evaluated = [p for p in curves if p.eval_loss is not None]
+    # the Trainer logs train and eval loss of one step on separate rows: show them on one
+    train_at = {p.step: p.train_loss for p in curves if p.train_loss is not None}
+    evaluated = [p if p.train_loss is not None else replace(p, train_loss=train_at.get(p.step))
+                 for p in curves if p.eval_loss is not None]
     labels: dict[int, list[str]] = {}
 
     def mark(point: CurvePoint, label: str | None) -> None:
@@ -386,6 +389,15 @@ class ModelCardFacts:
         }
 
     @property
+    def train_sources(self) -> list[str]:
+        return [_describe_source(s) for s in _source_list(self.manifest["data"].get("train_sources"))]
+
+    @property
+    def eval_sources(self) -> list[str]:
+        """Empty when the evaluation blocks were held out of the training stream."""
+        return [_describe_source(s) for s in _source_list(self.manifest["data"].get("eval_sources"))]
+
+    @property
     def hours(self) -> float:
         return float(self.manifest["training"].get("wall_time_seconds") or 0.0) / 3600.0
 
@@ -415,7 +427,7 @@ class ModelCardFacts:
             "library_name": cc.get("library_name") or "transformers",
             "pipeline_tag": cc.get("pipeline_tag") or "text-generation",
             "tags": sorted(set(cc.get("tags") or [])),
-            "datasets": cc.get("datasets") or _hub_sources(self.manifest["data"].get("train_sources", [])),
+            "datasets": cc.get("datasets") or _hub_sources(_source_list(self.manifest["data"].get("train_sources"))),
             "widget": cc.get("widget") or [],
             "model-index": [{"name": self.model_name, "results": results}],
         }
@@ -438,8 +450,21 @@ def _recipe_get(recipe: dict, *keys: str) -> Any:
     return recipe
 
 
+def _source_list(sources: Any) -> list:
+    # the manifest writes a sentence instead of a list when evaluation blocks were held out
+    return list(sources) if isinstance(sources, list) else []
+
+
 def _source_path(source: Any) -> str:
     return str(source.get("path", "")) if isinstance(source, dict) else str(source)
+
+
+def _describe_source(source: Any) -> str:
+    """A Hub dataset id as is; a local file by its name only (the card must not show local paths)."""
+    text = _source_path(source) if _is_hub_source(source) else Path(_source_path(source)).name
+    if isinstance(source, dict) and source.get("max_chars"):
+        text += f" (first {int(source['max_chars']):,} characters)"
+    return text
 
 
 def _is_hub_source(source: Any) -> bool:
@@ -454,8 +479,8 @@ def _hub_sources(sources: list) -> list[str]:
 
 
 def _eval_dataset(data: dict) -> dict:
-    sources = data.get("eval_sources") or data.get("train_sources") or []
-    held_out = not data.get("eval_sources")
+    sources = _source_list(data.get("eval_sources")) or _source_list(data.get("train_sources"))
+    held_out = not _source_list(data.get("eval_sources"))
     if not sources:
         return {"name": "held-out validation blocks", "type": "validation", "split": "validation"}
     path = _source_path(sources[0])

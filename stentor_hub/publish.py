@@ -237,7 +237,10 @@ def _explain_push_error(error: Exception, endpoint: str, repo_id: str, secret: s
 
     status = getattr(getattr(error, "response", None), "status_code", None)
     nothing = "Nothing was committed; the repository is at its previous commit."
-    if status == 401:
+    if status == 401 and not secret:
+        what = (f"no Hugging Face token was found and the Hub at {endpoint} requires one (HTTP 401). Set HF_TOKEN "
+                "to a token with write access, or log in with `hf auth login`.")
+    elif status == 401:
         what = (f"the Hub at {endpoint} refused the token (HTTP 401). Set HF_TOKEN to a valid token with write "
                 "access, or log in with `hf auth login`.")
     elif status == 403:

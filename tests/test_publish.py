@@ -44,10 +44,11 @@ def make_run_dir(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
         GenerationConfig(bos_token_id=8001, eos_token_id=8000, pad_token_id=8000).save_pretrained(out / name)
     shutil.copytree(tokenizer_dir, out / "tokenizer")
     rows = ["step,epoch,train_loss,eval_loss,eval_ppl,note"]
-    for step in range(10, 110, 10):
+    for step in range(10, 110, 10):  # as the Trainer logs them: train and eval loss on separate rows
         loss = 9.0 - step / 20
-        measured = f"{loss + 0.1:.4f},{math.exp(loss + 0.1):.2f}" if step % 20 == 0 else ","
-        rows.append(f"{step},{step / 50:.2f},{loss:.4f},{measured},")
+        rows.append(f"{step},{step / 50:.2f},{loss:.4f},,,")
+        if step % 20 == 0:
+            rows.append(f"{step},{step / 50:.2f},,{loss + 0.1:.4f},{math.exp(loss + 0.1):.2f},")
     (out / "training_curves.csv").write_text("\n".join(rows) + "\n")
     manifest = {
         "schema_version": 1, "recipe_name": "tiny-cpu",
@@ -156,7 +157,7 @@ def test_card_is_deterministic_and_its_metadata_parses(fake_run, blimp_file, tmp
         assert f"| `{uid}` |" in text
     # the results table marks the manifest's best step and the final one; hours from the manifest
     assert "| 80 | 1.60 | 5.0000 | 5.1000 | 164.02 | best |" in text
-    assert "end of epoch 2, final" in text and "| Training time | 2.00 hours |" in text
+    assert "end of epoch 2, final" in text and "| Training time | 2.00 hours (7200 s) |" in text
     assert "| `optimizer.betas` | [0.9, 0.95] |" in text and "| **total** | **598,336** | **100%** |" in text
 
     first, second = plot_curves(facts.curves, tmp_path / "a.svg"), plot_curves(facts.curves, tmp_path / "b.svg")
@@ -255,6 +256,13 @@ def test_dry_run_sends_nothing(hub_env, fake_run, tmp_path, capsys):
     assert len(hub_env.requests) == before
     out = capsys.readouterr().out
     assert "dry run: nothing was sent" in out and (staging / "README.md").is_file() and TOKEN not in out
+    assert not any(TOKEN.encode() in p.read_bytes() for p in staging.iterdir())
+    # a folder that is not a previous staging is never overwritten
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="is not a previous staging"):
+        stage_repository(fake_run, tmp_path / "precious")
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
 
 
 def test_publish_end_to_end_through_the_local_hub(request, hub_env, fake_run, blimp_file, tmp_path, capsys):
@@ -321,6 +329,31 @@ def test_wrong_token_and_unreachable_hub_fail_cleanly(hub_env, staged, monkeypat
     assert TOKEN not in str(unreachable.value) and "Nothing was committed" in str(unreachable.value)
     captured = capsys.readouterr()
     assert TOKEN not in captured.out + captured.err and WRONG_TOKEN not in captured.out + captured.err
+
+
+def test_publish_command_with_a_wrong_token_exits_2_without_the_token(hub_env, fake_run, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", WRONG_TOKEN)
+    assert main(["publish", str(fake_run), "--repo-id", "stentor/wrong-token"]) == 2
+    captured = capsys.readouterr()
+    assert "publish: error: push to stentor/wrong-token failed: the Hub at" in captured.err
+    assert "(HTTP 401)" in captured.err and WRONG_TOKEN not in captured.out + captured.err
+
+
+def test_push_to_a_branch_and_private(hub_env, staged):
+    api = HfApi(endpoint=hub_env.url, token=TOKEN)
+    first = push_folder(staged, "stentor/branchy", commit_message="main")
+    on_dev = push_folder(staged, "stentor/branchy", revision="dev", commit_message="dev")
+    assert not on_dev.created_commit  # dev starts at main: same content, no commit
+    (changed := staged.parent / "branchy").mkdir()
+    shutil.copytree(staged, changed, dirs_exist_ok=True)
+    (changed / "README.md").write_text((staged / "README.md").read_text() + "\nOn dev.\n")
+    on_dev = push_folder(changed, "stentor/branchy", revision="dev", commit_message="dev")
+    assert on_dev.created_commit and api.model_info("stentor/branchy", revision="dev").sha == on_dev.commit_oid
+    assert api.model_info("stentor/branchy").sha == first.commit_oid
+    push_folder(staged, "stentor/hidden", private=True, commit_message="private")
+    assert api.model_info("stentor/hidden").private is True
+    with pytest.raises(Exception, match="Repository Not Found"):
+        HfApi(endpoint=hub_env.url, token=False).model_info("stentor/hidden")
 
 
 def test_push_killed_mid_upload_leaves_the_previous_commit(staged, tmp_path, monkeypatch):
