@@ -16,7 +16,8 @@ A *source* is a local file, a glob of files, or a Hugging Face Hub dataset id (s
   streaming, split ``train`` unless told).
 
 A source can carry limits: ``max_chars`` (stop reading after that many characters of raw text,
-cutting the last document there) so a small CPU run reads a few hundred KB of a big file.
+cutting the last document there) and ``max_doc_chars`` (keep the start of every document), so a
+small CPU run reads a few hundred KB of a big file, sampled across its books.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ class Source:
     """One place documents come from, with optional limits.
 
     ``path`` is a file, a glob, or a Hub dataset id; ``max_chars`` caps the raw characters read;
+    ``max_doc_chars`` keeps only the start of each document (a sample of many books, say);
     ``split``/``name``/``text_field`` are for Hub datasets and structured files."""
 
     path: str
     max_chars: int | None = None
+    max_doc_chars: int | None = None
     split: str = "train"
     name: str | None = None
     text_field: str = "text"
@@ -69,12 +72,12 @@ class Source:
             spec = dict(spec)
             if "path" not in spec:
                 raise ValueError(f"data source {spec} has no 'path' (a file, a glob, or a Hub dataset id)")
-            known = {k: spec.pop(k) for k in ("path", "max_chars", "split", "name", "text_field") if k in spec}
+            known = {k: spec.pop(k) for k in ("path", "max_chars", "max_doc_chars", "split", "name", "text_field") if k in spec}
             known["path"] = expand_path(str(known["path"]))
             if spec:
                 raise ValueError(
                     f"data source {known['path']}: unknown keys {sorted(spec)}; "
-                    "allowed: path, max_chars, split, name, text_field"
+                    "allowed: path, max_chars, max_doc_chars, split, name, text_field"
                 )
             return cls(**known)
         raise ValueError(f"a data source must be a path, a Hub dataset id or a mapping with 'path', got {spec!r}")
@@ -86,6 +89,8 @@ class Source:
         out = {"path": self.path, "kind": "local" if self.is_local() else "hub"}
         if self.max_chars is not None:
             out["max_chars"] = self.max_chars
+        if self.max_doc_chars is not None:
+            out["max_doc_chars"] = self.max_doc_chars
         if not self.is_local():
             out.update(split=self.split, name=self.name)
         return out
@@ -171,7 +176,7 @@ def _hub_documents(source: Source) -> Iterator[str]:
 
 
 def iter_documents(source: "str | os.PathLike | dict | Source") -> Iterator[str]:
-    """Raw documents of a source, in a fixed order, honouring ``max_chars``."""
+    """Raw documents of a source, in a fixed order, honouring ``max_doc_chars`` and ``max_chars``."""
     source = Source.parse(source)
     if source.is_local():
         files = local_files(source.path)
@@ -192,6 +197,8 @@ def iter_documents(source: "str | os.PathLike | dict | Source") -> Iterator[str]
         stream = _hub_documents(source)
     budget = source.max_chars
     for doc in stream:
+        if source.max_doc_chars is not None:
+            doc = doc[: source.max_doc_chars]
         if budget is not None:
             if budget <= 0:
                 return
@@ -268,3 +275,127 @@ def tokenizer_fingerprint(tokenizer) -> str:
     else:
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     return h.hexdigest()[:16]
+
+
+# -- training data: token streams, the held-out split, the cache -------------------------------
+
+
+def interleave(streams: Iterable[Iterator]) -> Iterator:
+    """Round-robin over several iterators until all are exhausted (deterministic mixing)."""
+    active = [iter(s) for s in streams]
+    while active:
+        for it in list(active):
+            try:
+                yield next(it)
+            except StopIteration:
+                active.remove(it)
+
+
+def _source_identity(source: Source) -> dict:
+    """What the cache key needs to know about a source: its settings and, for local files,
+    their sizes and modification times (an edited file is tokenized again)."""
+    ident = {"path": source.path, "max_chars": source.max_chars, "max_doc_chars": source.max_doc_chars, "split": source.split,
+             "name": source.name, "text_field": source.text_field}
+    if source.is_local():
+        ident["files"] = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in local_files(source.path)]
+    return ident
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("STENTOR_CACHE", Path.home() / ".cache" / "stentor_hub")) / "tokens"
+
+
+@dataclass
+class TokenData:
+    """Training and evaluation tokens of a recipe, as flat uint16 arrays."""
+
+    train: "object"  # numpy.ndarray[uint16]
+    eval: "object"
+    eval_held_out: bool  # True when the eval tokens were held out from the train stream
+    cache_file: Path | None = None
+    from_cache: bool = False
+
+
+def load_token_data(
+    train_sources: list,
+    eval_sources: list,
+    tokenizer,
+    block_size: int,
+    source_token_budget: int | None,
+    max_eval_samples: int | None,
+    cache_dir: str | os.PathLike | None = None,
+) -> TokenData:
+    """Tokenize the train and eval sources by the same rules as :func:`build_eval_blocks`, or load
+    them from the cache.
+
+    Train tokens: documents of all train sources interleaved, capped at exactly
+    ``source_token_budget`` tokens. Eval tokens: the eval sources, capped at ``max_eval_samples``
+    blocks; with no eval sources, the first documents of the train stream are held out for
+    evaluation (whole documents, until there are ``max_eval_samples`` blocks) and training
+    starts after them."""
+    import numpy as np
+
+    train_sources = [Source.parse(s) for s in train_sources]
+    eval_sources = [Source.parse(s) for s in eval_sources or []]
+    if not train_sources:
+        raise ValueError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
+    for source in train_sources + eval_sources:
+        if _looks_local(source.path) and not local_files(source.path):
+            raise FileNotFoundError(f"data source '{source.path}': no such file (or the glob matches nothing)")
+    max_eval_tokens = None if max_eval_samples is None else max_eval_samples * block_size
+    key = {
+        "version": DATA_FORMAT_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer),
+        "train": [_source_identity(s) for s in train_sources], "eval": [_source_identity(s) for s in eval_sources],
+        "block_size": block_size, "source_token_budget": source_token_budget, "max_eval_tokens": max_eval_tokens,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache_file = cache_dir / f"{digest}.npz"
+    if cache_file.is_file():
+        with np.load(cache_file) as saved:
+            return TokenData(saved["train"], saved["eval"], bool(saved["eval_held_out"]), cache_file, True)
+
+    if len(tokenizer) > np.iinfo(np.uint16).max:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids; the token cache stores uint16 ids (at most 65535)")
+
+    def documents(sources):
+        return interleave(iter_token_documents(s, tokenizer) for s in sources)
+
+    if eval_sources:
+        eval_tokens = pack_tokens(documents(eval_sources), max_eval_tokens)
+        train_docs = documents(train_sources)
+    else:
+        train_docs = documents(train_sources)
+        eval_tokens: list[int] = []
+        if max_eval_tokens is None:
+            raise ValueError("with no data.eval_sources, data.max_eval_samples must be set (blocks to hold out)")
+        for ids in train_docs:
+            eval_tokens.extend(ids)
+            if len(eval_tokens) >= max_eval_tokens:
+                break
+        eval_tokens = eval_tokens[:max_eval_tokens]
+    train_tokens = pack_tokens(train_docs, source_token_budget)
+    data = TokenData(np.asarray(train_tokens, dtype=np.uint16), np.asarray(eval_tokens, dtype=np.uint16),
+                     not eval_sources, cache_file, False)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{digest}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, train=data.train, eval=data.eval, eval_held_out=np.asarray(data.eval_held_out))
+    os.replace(tmp, cache_file)
+    return data
+
+
+class BlockDataset:
+    """Fixed-length blocks of a flat token array; each item is ``{"input_ids", "labels"}`` with
+    labels equal to the inputs (the model shifts them)."""
+
+    def __init__(self, tokens, block_size: int, max_blocks: int | None = None):
+        import torch
+
+        self.blocks = to_blocks(torch.from_numpy(tokens.astype("int64")), block_size, max_blocks)
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        ids = self.blocks[index]
+        return {"input_ids": ids, "labels": ids}
