@@ -229,6 +229,11 @@ class StentorTokenizer(PreTrainedTokenizer):
         at the end, or lone byte tokens) become U+FFFD, one per maximal invalid sequence, as
         ``bytes.decode("utf-8", "replace")`` does. Special tokens appear as their strings
         unless ``skip_special_tokens``; the text between them is decoded piece by piece.
+
+        Unfinished text: when the ids end with a delete marker that has nothing left to act
+        on (it glues the next word to what came before), trailing newlines are held back
+        until that word arrives. transformers' streamers restart decoding after every
+        newline and would otherwise lose the marker; a tokenized text never ends this way.
         """
         if isinstance(token_ids, int):
             token_ids = [token_ids]
@@ -251,12 +256,30 @@ class StentorTokenizer(PreTrainedTokenizer):
                 pieces.append(decode(run))
                 run = []
             pieces.append(token.content.encode("utf-8"))
+        pending_delete = False
         if run:
             pieces.append(decode(run))
+            pending_delete = self._ends_with_pending_delete(run)
         text = b"".join(pieces).decode("utf-8", "replace")
         if not text.isascii():
             text = unicodedata.normalize("NFC", text)
+        if pending_delete:
+            text = text.rstrip("\n")
         return text
+
+    def _ends_with_pending_delete(self, ids) -> bool:
+        """Whether the bytes of ``ids`` end with an odd run of 0x7F (capcode delete markers):
+        then the last marker deletes nothing yet and waits for the next token."""
+        if self._vocab.capcode != 1:
+            return False
+        trailing = 0
+        for token_id in reversed(ids):
+            raw = self._vocab.id_to_token(token_id)
+            stripped = raw.rstrip(b"\x7f")
+            trailing += len(raw) - len(stripped)
+            if stripped:
+                break
+        return trailing % 2 == 1
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         return self._decode([self.convert_tokens_to_ids(t) for t in tokens])

@@ -1,0 +1,259 @@
+"""StentorTokenizer through the real AutoTokenizer (trust_remote_code), on whichever
+transformers is installed: CI runs this file on 5.x and on 4.57."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import threading
+import unicodedata
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from stentor_hub._resources import resource_dir
+from stentor_hub.tokenmonster import Vocab
+
+
+def _vector_texts(shared: Path) -> list[str]:
+    path = shared / "tokenmonster" / "vectors" / "tokenize_english-8000-strict-nocapcode-v1.jsonl"
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return [r["text"] for r in records]
+
+
+@pytest.fixture(scope="module")
+def engine(vocab8000_path) -> Vocab:
+    return Vocab.load(vocab8000_path)
+
+
+def test_ids_and_specials(tokenizer):
+    assert type(tokenizer).__name__ == "StentorTokenizer"
+    assert len(tokenizer) == 8064 and tokenizer.vocab_size == 8000
+    assert (tokenizer.eos_token, tokenizer.eos_token_id) == ("</s>", 8000)
+    assert (tokenizer.bos_token, tokenizer.bos_token_id) == ("<s>", 8001)
+    assert tokenizer.pad_token_id == 8000
+    assert tokenizer.convert_tokens_to_ids("<|reserved_0|>") == 8002
+    assert tokenizer.convert_tokens_to_ids("<|reserved_61|>") == 8063
+    assert len(tokenizer.get_vocab()) == 8064
+
+
+def test_same_ids_as_engine(tokenizer, engine, shared):
+    for text in _vector_texts(shared):
+        if "<" in text and ">" in text:
+            continue  # special-token strings are covered below
+        assert tokenizer.encode(text) == engine.encode(text), text[:50]
+        assert tokenizer(text)["input_ids"] == engine.encode(text)
+
+
+def test_no_bos_eos_unless_asked(tokenizer, tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    ids = tokenizer.encode("Hello world")
+    assert ids == [98, 1637, 593, 3963]
+    with_both = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True, add_bos_token=True, add_eos_token=True)
+    assert with_both.encode("Hello world") == [8001] + ids + [8000]
+    assert with_both.encode("Hello world", add_special_tokens=False) == ids
+
+
+def test_special_token_strings(tokenizer):
+    ids = tokenizer.encode("Hello world</s><s>again")
+    assert ids[:4] == [98, 1637, 593, 3963] and ids[4:6] == [8000, 8001]
+    assert tokenizer.decode(ids) == "Hello world</s><s>again"
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "Hello worldagain"
+    split = tokenizer("Hello world</s>", split_special_tokens=True)["input_ids"]
+    assert 8000 not in split and tokenizer.decode(split) == "Hello world</s>"
+
+
+def test_batches_padding_truncation_tensors(tokenizer):
+    texts = ["Short one.", "A somewhat longer sentence, with more tokens in it."]
+    lengths = [len(tokenizer.encode(t)) for t in texts]
+    right = tokenizer(texts, padding=True, return_tensors="pt")
+    assert right["input_ids"].shape == (2, max(lengths)) and right["input_ids"].dtype == torch.long
+    assert right["attention_mask"].sum(dim=1).tolist() == lengths
+    assert right["input_ids"][0, lengths[0]:].eq(tokenizer.pad_token_id).all()
+    left_tok = pickle.loads(pickle.dumps(tokenizer))
+    left_tok.padding_side = "left"
+    left = left_tok(texts, padding=True, return_tensors="pt")
+    assert left["input_ids"][0, -lengths[0]:].tolist() == tokenizer.encode(texts[0])
+    assert left["attention_mask"][0, : max(lengths) - lengths[0]].eq(0).all()
+    truncated = tokenizer(texts, truncation=True, max_length=4)
+    assert [len(ids) for ids in truncated["input_ids"]] == [min(4, n) for n in lengths]
+    assert truncated["input_ids"][1] == tokenizer.encode(texts[1])[:4]
+
+
+def test_offsets_are_refused_clearly(tokenizer):
+    for call in (lambda: tokenizer("x y", return_offsets_mapping=True), lambda: tokenizer(["x", "y"], return_offsets_mapping=True)):
+        with pytest.raises(NotImplementedError, match="return_offsets_mapping is not supported by StentorTokenizer"):
+            call()
+
+
+def test_chat_template(tokenizer):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == "<|system|>\nBe brief.\n<|user|>\nHi there\n<|assistant|>\n"
+    no_prompt = tokenizer.apply_chat_template(messages, tokenize=False)
+    assert no_prompt == "<|system|>\nBe brief.\n<|user|>\nHi there\n"
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    assert list(ids) == tokenizer.encode(text)
+
+
+def test_decode_renders_invalid_utf8_as_replacement(tokenizer):
+    assert tokenizer.decode([199]) == "\ufffd"  # the lone byte 0xE6
+    emoji = tokenizer.encode("😀")
+    assert tokenizer.decode(emoji) == "😀" and tokenizer.decode(emoji[:2]) == "\ufffd"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=60))
+def test_decode_encode_round_trip_is_nfc(tokenizer, text):
+    """The docstring's promise: decode(encode(s)) == NFC(s) for covered text without DEL and
+    without runs of more than 30 combining marks."""
+    assume(all(run <= 30 for run in _combining_runs(text)))
+    assume(not any(tok in text for tok in tokenizer.get_added_vocab()))
+    assert tokenizer.decode(tokenizer.encode(text)) == unicodedata.normalize("NFC", text)
+
+
+def _combining_runs(text: str):
+    run = 0
+    for ch in unicodedata.normalize("NFD", text):
+        run = run + 1 if unicodedata.combining(ch) else 0
+        yield run
+
+
+def _streamed(tokenizer, ids, iterator: bool, **decode_kwargs) -> str:
+    from transformers import TextIteratorStreamer, TextStreamer
+
+    if iterator:
+        streamer = TextIteratorStreamer(tokenizer, **decode_kwargs)
+        pieces = []
+        reader = threading.Thread(target=lambda: pieces.extend(streamer))
+        reader.start()
+        for token_id in ids:  # as generate() does: one token per call
+            streamer.put(torch.tensor([token_id]))
+        streamer.end()
+        reader.join(timeout=30)
+        return "".join(pieces)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        streamer = TextStreamer(tokenizer, **decode_kwargs)
+        for token_id in ids:
+            streamer.put(torch.tensor([token_id]))
+        streamer.end()
+    return out.getvalue()[:-1]  # TextStreamer ends with a newline of its own
+
+
+@pytest.mark.parametrize("iterator", [False, True], ids=["TextStreamer", "TextIteratorStreamer"])
+def test_streamers_print_the_full_decode(tokenizer, shared, iterator):
+    texts = [t for t in _vector_texts(shared) if len(t) < 2000][:60]
+    texts += ["Ünïcödé spans tokens: 日本語, 😀👍🏽, 한국어.\nNew line, then 🍕!"]
+    for text in texts:
+        ids = tokenizer.encode(text)
+        assert _streamed(tokenizer, ids, iterator) == tokenizer.decode(ids), text[:40]
+    rnd = random.Random(7)  # arbitrary id sequences, as a badly trained model might emit
+    for _ in range(30):
+        ids = [rnd.choice([rnd.randrange(8064), 98, 1, 3, 199, 130, 123]) for _ in range(rnd.randint(1, 40))]
+        assert _streamed(tokenizer, ids, iterator, skip_special_tokens=True) == tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_pickle_round_trip(tokenizer):
+    clone = pickle.loads(pickle.dumps(tokenizer))
+    text = "Pickled tokenizers agree: café, 日本語 </s>."
+    assert clone.encode(text) == tokenizer.encode(text) and clone.decode(clone.encode(text)) == tokenizer.decode(tokenizer.encode(text))
+
+
+def test_datasets_map_with_two_processes(tokenizer, shared):
+    import datasets
+
+    lines = [l for l in (shared / "corpora" / "sample.txt").read_text(encoding="utf-8").split("\n") if l.strip()][:64]
+    expected = [tokenizer.encode(l) for l in lines]
+    dataset = datasets.Dataset.from_dict({"text": lines})
+    mapped = dataset.map(lambda batch: tokenizer(batch["text"]), batched=True, batch_size=8, num_proc=2, load_from_cache_file=False)
+    assert mapped["input_ids"] == expected
+
+
+class _Lines(torch.utils.data.Dataset):
+    def __init__(self, tokenizer, lines):
+        self.tokenizer, self.lines = tokenizer, lines
+
+    def __len__(self):
+        return len(self.lines)
+
+    def __getitem__(self, i):
+        return self.tokenizer.encode(self.lines[i])
+
+
+def test_dataloader_with_two_workers(tokenizer, shared):
+    lines = [l for l in (shared / "corpora" / "sample.txt").read_text(encoding="utf-8").split("\n") if l.strip()][:32]
+    loader = torch.utils.data.DataLoader(_Lines(tokenizer, lines), batch_size=None, num_workers=2)
+    assert list(loader) == [tokenizer.encode(l) for l in lines]
+
+
+def test_saved_folder_contents(tokenizer_dir, tmp_path, tokenizer):
+    names = {p.name for p in tokenizer_dir.iterdir()}
+    assert {"tokenmonster.vocab", "tokenizer_config.json", "tokenization_stentor.py", "tokenmonster.py"} <= names
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    assert config["auto_map"]["AutoTokenizer"][0] == "tokenization_stentor.StentorTokenizer"
+    template = config.get("chat_template") or (tokenizer_dir / "chat_template.jinja").read_text()
+    assert "<|{{ message['role'] }}|>" in template
+    # saving what AutoTokenizer loaded writes an equivalent folder again
+    tokenizer.save_pretrained(tmp_path / "again")
+    assert (tmp_path / "again" / "tokenmonster.vocab").read_bytes() == (tokenizer_dir / "tokenmonster.vocab").read_bytes()
+    assert (tmp_path / "again" / "tokenization_stentor.py").is_file()
+
+
+_FRESH_PROCESS = """
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
+texts = json.load(open(sys.argv[2], encoding="utf-8"))
+print(json.dumps([tok.encode(t) for t in texts]))
+"""
+
+
+def test_fresh_process_offline_load(tokenizer_dir, shared, tmp_path, engine):
+    texts = _vector_texts(shared)
+    (tmp_path / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), PYTHONPATH="")
+    result = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, str(tokenizer_dir), str(tmp_path / "texts.json")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    specials = ("</s>", "<s>", "<|reserved_")
+    for text, ids in zip(texts, got):
+        if not any(s in text for s in specials):
+            assert ids == engine.encode(text), text[:50]
+
+
+def test_remote_code_is_self_contained():
+    """Files that travel to the Hub import only the standard library, transformers and each
+    other, and use no network, subprocesses, eval/exec or pickle."""
+    allowed_roots = set(sys.stdlib_module_names) | {"transformers", "numpy"}
+    forbidden_modules = {"socket", "subprocess", "urllib", "http", "pickle", "requests", "ctypes", "shelve", "marshal"}
+    for path in resource_dir("remote_code").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                roots = [] if node.level else [node.module.split(".")[0]]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"eval", "exec", "compile", "__import__"}, f"{path.name} calls {node.func.id}"
+                continue
+            else:
+                continue
+            for root in roots:
+                assert root in allowed_roots and root not in forbidden_modules, f"{path.name} imports {root}"
