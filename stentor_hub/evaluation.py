@@ -196,8 +196,8 @@ def _load_blimp_hub(dataset_id: str, tasks: list[str], limit: int | None) -> dic
             rows = load_dataset(dataset_id, uid, split="train")
         except Exception as e:  # offline, unknown id, missing config: one actionable message
             raise FileNotFoundError(
-                f"could not load BLiMP task '{uid}' from the Hub dataset {dataset_id} ({type(e).__name__}: {e}); "
-                f"when offline, pass a local folder of BLiMP *.jsonl files with --data"
+                f"{dataset_id} is not a local folder or file, and loading BLiMP task '{uid}' from the Hub dataset "
+                f"{dataset_id} failed ({type(e).__name__}: {e}); pass a local folder of BLiMP *.jsonl files with --data"
             ) from None
         if limit is not None:
             rows = rows.select(range(min(limit, len(rows))))

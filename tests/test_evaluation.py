@@ -264,3 +264,10 @@ def test_cli_perplexity_on_a_run_checkpoint(tiny_model, tokenizer, shared, tmp_p
     assert main(["eval", "perplexity", str(run_dir / "final"), "--data", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
     assert "none.txt" in capsys.readouterr().err
     assert json.loads(out.read_text()) == result  # failed runs left the earlier results alone
+
+
+def test_sentence_longer_than_the_window_is_a_clear_error(tiny_model, tokenizer):
+    long_sentence = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
+    assert len(tokenizer.encode(" " + long_sentence)) > tiny_model.config.max_position_embeddings
+    with pytest.raises(ValueError, match="does not fit the model's window of 64"):
+        sentence_loglikelihoods(tiny_model, tokenizer, ["A short one.", long_sentence])
