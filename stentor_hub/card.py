@@ -194,6 +194,8 @@ class BlimpSummary:
     moderate: list[BlimpTask]
     weak: list[BlimpTask]
     categories: list[BlimpCategory]
+    pairs: int = 0
+    limit: int | None = None  # pairs per task when the run did not score all of them
 
     @property
     def tasks(self) -> int:
@@ -232,6 +234,8 @@ def summarize_blimp(results: dict, descriptions: dict[str, str], source: str = "
         moderate=[t for t in by_accuracy if BLIMP_WEAK < t.accuracy < BLIMP_STRONG],
         weak=[t for t in by_accuracy if t.accuracy <= BLIMP_WEAK],
         categories=categories,
+        pairs=sum(t.total for t in tasks),
+        limit=results.get("limit") if results.get("complete") is False or results.get("limit") else None,
     )
 
 
