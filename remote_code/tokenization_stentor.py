@@ -150,11 +150,11 @@ class StentorTokenizer(PreTrainedTokenizer):
 
     def _added_tokens_regex(self):
         """A regex of the added tokens' strings, rebuilt when tokens are added."""
-        key = tuple(self._added_tokens_encoder)
-        if key != self._specials_pattern_key:
-            alternatives = sorted(key, key=len, reverse=True)
+        encoder = self._added_tokens_encoder
+        if self._specials_pattern_key != (id(encoder), len(encoder)):
+            alternatives = sorted(encoder, key=len, reverse=True)
             self._specials_pattern = re.compile("|".join(re.escape(t) for t in alternatives)) if alternatives else None
-            self._specials_pattern_key = key
+            self._specials_pattern_key = (id(encoder), len(encoder))
         return self._specials_pattern
 
     def tokenize(self, text: str, **kwargs) -> list[str]:

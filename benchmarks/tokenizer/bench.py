@@ -1,0 +1,135 @@
+"""Tokenizer benchmark: encode throughput, load time and memory, printed as a table.
+
+    python benchmarks/tokenizer/bench.py [--corpus PATH] [--vocab PATH]
+
+Every figure comes from a fresh subprocess, so each starts cold: an empty memo, nothing
+imported that the measurement does not need. Throughput is on the whole corpus file, line
+by line (one paragraph per line), single-threaded except for the datasets.map row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+MEASURE = r'''
+import json, os, sys, time, resource
+
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+kind, corpus, vocab_path, tok_dir, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+lines = open(corpus, encoding="utf-8").read().split("\n")
+n_bytes = sum(len(l.encode("utf-8")) for l in lines)
+out = {"bytes": n_bytes}
+if kind in ("engine", "engine_warm"):
+    from stentor_hub.tokenmonster import Vocab
+    before = rss_mb(); t = time.perf_counter(); vocab = Vocab.load(vocab_path); out["load_s"] = time.perf_counter() - t
+    out["load_rss_mb"] = rss_mb() - before
+    passes = 2 if kind == "engine_warm" else 1
+    for _ in range(passes):
+        t = time.perf_counter(); cpu = time.process_time()
+        n_tokens = sum(len(vocab.encode(l)) for l in lines)
+        out["seconds"] = time.perf_counter() - t; out["cpu_seconds"] = time.process_time() - cpu
+    out["tokens"] = n_tokens
+    out["rss_after_mb"] = rss_mb()
+elif kind == "hf":
+    import transformers
+    from transformers import AutoTokenizer
+    before = rss_mb(); t = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=True)
+    out["load_s"] = time.perf_counter() - t; out["load_rss_mb"] = rss_mb() - before
+    t = time.perf_counter(); cpu = time.process_time(); n_tokens = 0
+    for i in range(0, len(lines), batch_size):
+        n_tokens += sum(len(ids) for ids in tok(lines[i : i + batch_size])["input_ids"])
+    out["seconds"] = time.perf_counter() - t; out["cpu_seconds"] = time.process_time() - cpu
+    out["tokens"] = n_tokens; out["rss_after_mb"] = rss_mb(); out["transformers"] = transformers.__version__
+elif kind == "datasets":
+    import datasets
+    from transformers import AutoTokenizer
+    datasets.disable_progress_bars()
+    tok = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=True)
+    ds = datasets.Dataset.from_dict({"text": lines})
+    t = time.perf_counter()
+    mapped = ds.map(lambda b: tok(b["text"]), batched=True, batch_size=batch_size, num_proc=2,
+                    load_from_cache_file=False, remove_columns=["text"])
+    out["seconds"] = time.perf_counter() - t
+    out["tokens"] = sum(len(ids) for ids in mapped["input_ids"])
+print("RESULT " + json.dumps(out))
+'''
+
+
+def run(kind: str, corpus: Path, vocab: Path, tok_dir: Path, batch_size: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, kind, str(corpus), str(vocab), str(tok_dir), str(batch_size)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{kind} measurement failed:\n{result.stderr[-3000:]}")
+    line = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    from stentor_hub._resources import shared_dir
+    from stentor_hub.tokenizer import export_tokenizer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shared = shared_dir()
+    parser.add_argument("--corpus", type=Path, default=shared / "corpora" / "gutenberg_val.txt" if shared else None)
+    parser.add_argument("--vocab", type=Path, default=shared / "tokenmonster" / "vocabs" / "english-8000-strict-nocapcode-v1.vocab" if shared else None)
+    parser.add_argument("--batch-size", type=int, default=256, help="lines per tokenizer call (default 256)")
+    args = parser.parse_args()
+    if args.corpus is None or args.vocab is None:
+        raise SystemExit("no shared data folder found: pass --corpus and --vocab, or set STENTOR_SHARED")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = Path(tmp) / "tok"
+        export_tokenizer(args.vocab, tok_dir)
+        engine = run("engine_warm", args.corpus, args.vocab, tok_dir, args.batch_size)
+        engine_cold = run("engine", args.corpus, args.vocab, tok_dir, args.batch_size)
+        hf = run("hf", args.corpus, args.vocab, tok_dir, args.batch_size)
+        mapped = run("datasets", args.corpus, args.vocab, tok_dir, args.batch_size)
+
+    mb = engine_cold["bytes"] / 1e6
+    rows = [
+        ("engine, cold (fresh Vocab, one pass)", engine_cold["seconds"], engine_cold["tokens"]),
+        ("engine, warm (second pass, memo filled)", engine["seconds"], engine["tokens"]),
+        (f"HF tokenizer, batches of {args.batch_size} lines, cold", hf["seconds"], hf["tokens"]),
+        (f"datasets.map(batched, num_proc=2), cold", mapped["seconds"], mapped["tokens"]),
+    ]
+    print(f"corpus: {args.corpus.name}, {mb:.2f} MB, {len(args.corpus.read_text(encoding='utf-8').split(chr(10)))} lines; "
+          f"vocab: {args.vocab.name}; python {platform.python_version()}, transformers {hf.get('transformers')}, {os.cpu_count()} CPUs")
+    print()
+    print(f"| {'measurement':<46} | {'seconds':>8} | {'MB/s':>6} | {'tokens/s':>10} |")
+    print(f"|{'-' * 48}|{'-' * 10}|{'-' * 8}|{'-' * 12}|")
+    for name, seconds, tokens in rows:
+        print(f"| {name:<46} | {seconds:8.2f} | {mb / seconds:6.2f} | {tokens / seconds:10,.0f} |")
+    print()
+    overhead = hf["seconds"] / engine_cold["seconds"] - 1
+    print(f"| {'figure':<46} | {'value':>32} |")
+    print(f"|{'-' * 48}|{'-' * 34}|")
+    print(f"| {'HF wrapper overhead over the engine (cold)':<46} | {overhead * 100:31.1f}% |")
+    print(f"| {'tokens identical (engine vs HF vs datasets)':<46} | {str(engine_cold['tokens'] == hf['tokens'] == mapped['tokens']):>32} |")
+    print(f"| {'Vocab.load time':<46} | {engine_cold['load_s'] * 1000:29.0f} ms |")
+    print(f"| {'AutoTokenizer.from_pretrained time':<46} | {hf['load_s'] * 1000:29.0f} ms |")
+    print(f"| {'resident memory added by Vocab.load':<46} | {engine_cold['load_rss_mb']:29.1f} MB |")
+    print(f"| {'resident memory added by from_pretrained':<46} | {hf['load_rss_mb']:29.1f} MB |")
+    print(f"| {'process RSS after encoding the corpus (engine)':<46} | {engine_cold['rss_after_mb']:29.1f} MB |")
+
+
+if __name__ == "__main__":
+    main()
