@@ -1,0 +1,46 @@
+"""The wheel carries what a user needs besides the Python package: the remote code that
+travels to the Hub, the card templates and the recipe configs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import stentor_hub
+from stentor_hub._resources import resource_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_contents(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if result.returncode != 0 and "No module named 'hatchling'" in result.stderr:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+            capture_output=True, text=True, timeout=600,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    wheel = next(tmp_path.glob("stentor_hub-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder in ("remote_code", "cards", "recipes"):
+        source = {p.relative_to(REPO / folder).as_posix() for p in (REPO / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+        packaged = {n.split(f"stentor_hub/_data/{folder}/", 1)[1] for n in names if n.startswith(f"stentor_hub/_data/{folder}/")}
+        assert source and source <= packaged, (folder, source - packaged)
+    assert any(n.endswith("entry_points.txt") for n in names)
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "stentor-hub = stentor_hub.cli:main" in entry_points
+
+
+def test_installed_package_finds_its_data():
+    remote = resource_dir("remote_code")
+    assert (remote / "tokenmonster.py").is_file() and (remote / "tokenization_stentor.py").is_file()
+    # the library imports the very files that travel to the Hub
+    from stentor_hub.tokenmonster import Vocab
+
+    assert Path(sys.modules[Vocab.__module__].__file__).resolve() == (remote / "tokenmonster.py").resolve()
+    assert Path(stentor_hub.__file__).parent in remote.parents or remote.parent == Path(stentor_hub.__file__).parent.parent
