@@ -47,3 +47,51 @@ def tokenizer(tokenizer_dir):
     from stentor_hub.tokenizer import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
+
+
+# -- training (owned by the training recipe, issue 3) -----------------------------------------
+
+# A short real run of recipes/tiny-cpu.yaml: 40 optimizer steps, evaluations at 0/20/40.
+TINY_RUN_OVERRIDES = [
+    "training.max_steps=40",
+    "training.eval_steps=20",
+    "training.logging_steps=10",
+    "training.save_steps=20",
+    "training.best_eval_start_step=20",
+]
+
+
+@pytest.fixture(scope="session")
+def train_cache_dir(tmp_path_factory) -> Path:
+    """Token cache shared by the training tests (the corpus is tokenized once per session)."""
+    return tmp_path_factory.mktemp("token_cache")
+
+
+def run_train(run_dir: Path, *overrides: str, config: str = "tiny-cpu", cache_dir: Path | None = None,
+              resume: bool = False, launcher: list[str] | None = None, timeout: float = 600):
+    """Run ``python -m stentor_hub.recipes.train`` in a subprocess (as a user would); returns
+    the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [*(launcher or [sys.executable]), "-m", "stentor_hub.recipes.train", "--config", config,
+           "--output-dir", str(run_dir)]
+    if resume:
+        cmd.append("--resume")
+    if cache_dir is not None:
+        cmd.append(f"data.cache_dir={cache_dir}")
+    cmd += list(overrides)
+    env = {**os.environ, "STENTOR_SHARED": str(shared_dir(required=True)), "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, shared, train_cache_dir) -> Path:
+    """RUN_DIR of a real (short) training run of ``recipes/tiny-cpu.yaml``: final/, best/,
+    tokenizer/, training_curves.csv, run_manifest.json, checkpoints/."""
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    result = run_train(run_dir, *TINY_RUN_OVERRIDES, cache_dir=train_cache_dir)
+    if result.returncode != 0:
+        pytest.fail(f"tiny-cpu training failed (exit {result.returncode}):\n{result.stderr[-4000:]}", pytrace=False)
+    return run_dir
