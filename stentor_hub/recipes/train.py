@@ -55,7 +55,7 @@ def resolve_mixed_precision(setting: str, device_type: str) -> str:
     instructions (oneDNN says so), else FP32. fp16 needs CUDA."""
     import torch
 
-    setting = str(setting).lower()
+    setting = "no" if setting is False else str(setting).lower()  # YAML reads a bare `no` as false
     if setting not in ("auto", "fp16", "bf16", "no"):
         raise RecipeError(f"training.mixed_precision={setting!r}: use auto, fp16, bf16 or no")
     if setting == "auto":
