@@ -2,7 +2,8 @@
 ``huggingface_hub`` client (with ``HF_HUB_DISABLE_XET=1``) and ``transformers`` to create a repo,
 commit files (regular and LFS, basic transfer) and download them again.
 
-Standard library only, so it also runs as its own process (``python tests/hub_server.py``), which a
+Standard library only, so it also runs as its own process (``HUB_SERVER_TOKENS={"TOKEN": "USER"}
+python tests/hub_server.py --storage DIR``, or :func:`start_server_process`), which a
 test can kill mid-upload and restart over the same storage.
 
 Storage (a folder, so a restarted server sees the same state)::
@@ -47,6 +48,7 @@ import os
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -63,6 +65,7 @@ DEFAULT_GITATTRIBUTES = "".join(
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub stores anything this large as LFS whatever its name
 DIE_DURING_LFS_UPLOAD = "DIE_DURING_LFS_UPLOAD"  # trigger file in the storage folder (see _lfs_upload)
 REPO_TYPES = {"models": "model", "datasets": "dataset"}
+TOKENS_ENV = "HUB_SERVER_TOKENS"  # {"token": "user", ...} for the server run as a process
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -563,13 +566,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, data, content_type="application/octet-stream", headers=headers, content_length=length)
 
 
+def start_server_process(storage: str | os.PathLike, tokens: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """This server in its own process (which a test can kill); returns it and its URL once it listens.
+    ``tokens`` maps a token to its user."""
+    args = [sys.executable, str(Path(__file__).resolve()), "--storage", str(storage)]
+    env = {**os.environ, TOKENS_ENV: json.dumps(tokens)}  # not argv: other processes can read that
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()  # "READY URL", or nothing when it failed to start
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"hub server did not start: {line!r}")
+    return proc, line.split()[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", required=True, help="folder holding the repos and objects (kept across restarts)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--token", action="append", default=[], metavar="USER=TOKEN", help="an accepted token")
     args = parser.parse_args(argv)
-    tokens = {token: user for user, token in (item.split("=", 1) for item in args.token)}
+    tokens = json.loads(os.environ.get(TOKENS_ENV) or "{}")
     server = HubServer(args.storage, tokens, port=args.port)
     print(f"READY {server.url}", flush=True)  # the parent process waits for this line
     try:

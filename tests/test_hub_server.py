@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import urllib.error
@@ -16,7 +15,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, hf_hub_downloa
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hub_server import DIE_DURING_LFS_UPLOAD, HubServer  # noqa: E402
+from hub_server import DIE_DURING_LFS_UPLOAD, HubServer, start_server_process  # noqa: E402
 
 ALICE, BOB = "hf_alice_TESTTOKEN_0123456789", "hf_bob_TESTTOKEN_9876543210"
 
@@ -142,10 +141,17 @@ def test_branches_and_parent_commit(hub):
     assert stale.value.response.status_code == 412
 
 
+def test_invalid_readme_metadata_is_refused_before_upload(hub):
+    api(hub).create_repo("alice/yaml")
+    with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+        commit_files(hub, "alice/yaml", {"README.md": b"---\nlicense: [unclosed\n---\n# x\n"})
+    assert [c.title for c in api(hub).list_repo_commits("alice/yaml")] == ["initial commit"]
+
+
 def test_server_killed_mid_upload_leaves_previous_commit(tmp_path):
     """A server process killed while an LFS upload streams in restarts at the previous commit."""
     storage = tmp_path / "storage"
-    server, url = start_server_process(storage)
+    server, url = start_server_process(storage, {ALICE: "alice"})
     try:
         HfApi(endpoint=url, token=ALICE).create_repo("alice/crash")
         before = commit_files_at(url, "alice/crash", {"model.safetensors": b"1" * 200_000}).oid
@@ -160,7 +166,7 @@ def test_server_killed_mid_upload_leaves_previous_commit(tmp_path):
     finally:
         server.kill()
         server.wait()
-    server, url = start_server_process(storage)
+    server, url = start_server_process(storage, {ALICE: "alice"})
     try:
         client = HfApi(endpoint=url, token=ALICE)
         assert client.model_info("alice/crash").sha == before
@@ -184,18 +190,3 @@ HfApi(endpoint=sys.argv[1], token=sys.argv[2]).create_commit(
 def commit_files_at(url: str, repo_id: str, files: dict[str, bytes]):
     ops = [CommitOperationAdd(path, data) for path, data in files.items()]
     return HfApi(endpoint=url, token=ALICE).create_commit(repo_id, ops, commit_message="add files")
-
-
-def start_server_process(storage: Path, tokens: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """``tests/hub_server.py`` in its own process; returns it and its URL once it listens."""
-    tokens = tokens or {ALICE: "alice"}
-    args = [sys.executable, str(Path(__file__).parent / "hub_server.py"), "--storage", str(storage)]
-    for token, user in tokens.items():
-        args += ["--token", f"{user}={token}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    line = proc.stdout.readline()
-    if not line.startswith("READY ") or time.monotonic() > deadline:
-        proc.kill()
-        raise RuntimeError(f"hub server did not start: {line!r}")
-    return proc, line.split()[1]

@@ -219,15 +219,13 @@ def test_card_command_and_custom_template(fake_run, blimp_file, tmp_path, capsys
 # --- staging and checks ------------------------------------------------------------------------
 
 
-def test_staged_repository_has_every_file_and_passes_the_checks(staged, fake_run):
+def test_staged_repository_has_every_file(staged, fake_run):
     names = {p.name for p in staged.iterdir()}
     assert {"model.safetensors", "config.json", "generation_config.json", "README.md", "training_curves.csv",
             "training_curves.svg", "blimp_results.json", "run_manifest.json", "tokenizer_config.json",
             "tokenization_stentor.py", "tokenmonster.py", "tokenmonster.vocab"} <= names
     assert (staged / "model.safetensors").read_bytes() == (fake_run / "best" / "model.safetensors").read_bytes()
-    report = check_staged(staged)
-    assert report.tensors > 0 and report.parameters == 598_336 and report.card_results == 5
-    assert report.generated_text.startswith("Once upon a time") and len(report.generated_text) > len("Once upon a time")
+    assert (staged / "README.md").read_text().startswith("---\n") and b"<svg" in (staged / "training_curves.svg").read_bytes()
 
 
 def test_checks_stop_a_publish_that_would_not_work(staged, tmp_path):
@@ -256,6 +254,9 @@ def test_dry_run_sends_nothing(hub_env, fake_run, tmp_path, capsys):
     assert len(hub_env.requests) == before
     out = capsys.readouterr().out
     assert "dry run: nothing was sent" in out and (staging / "README.md").is_file() and TOKEN not in out
+    # the checks ran (a fresh process loaded the staged folder and generated)
+    assert "checks passed: 20 tensors, 598,336 parameters, card metadata with 4 results" in out
+    assert "fresh-process load generated 'Once upon a time" in out
     assert not any(TOKEN.encode() in p.read_bytes() for p in staging.iterdir())
     # a folder that is not a previous staging is never overwritten
     (tmp_path / "precious").mkdir()
@@ -265,42 +266,47 @@ def test_dry_run_sends_nothing(hub_env, fake_run, tmp_path, capsys):
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
 
 
-def test_publish_end_to_end_through_the_local_hub(request, hub_env, fake_run, blimp_file, tmp_path, capsys):
-    # the training engineer's real tiny run when the suite has it, else the contract-shaped fake one
-    try:
-        run_dir = request.getfixturevalue("tiny_run")
-    except pytest.FixtureLookupError:
-        run_dir = fake_run
+def test_publish_end_to_end_through_the_local_hub(tiny_run, hub_env, blimp_file, tmp_path, capsys):
+    """A real (short) tiny-cpu training run, published, then loaded from the server by a user."""
+    run_dir = tiny_run
     args = ["publish", str(run_dir), "--repo-id", "stentor/tiny-e2e", "--blimp", str(blimp_file)]
     assert main(args) == 0
     out = capsys.readouterr().out
     head = HfApi(endpoint=hub_env.url, token=TOKEN).model_info("stentor/tiny-e2e").sha
     assert f"pushed stentor/tiny-e2e: {hub_env.url}/stentor/tiny-e2e/commit/{head}" in out
     assert count_commits(hub_env, "stentor/tiny-e2e") == 2  # the repo's initial commit + ours: one commit
+    assert TOKEN not in out
 
-    # a user in a fresh process, through the server
-    load = subprocess.run([sys.executable, "-c", _LOAD_FROM_HUB], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HOME": str(tmp_path / "user_home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+    # an anonymous user in a fresh process, through the server
+    user_env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    user_env.update(HF_HOME=str(tmp_path / "user_home"), HF_HUB_DISABLE_PROGRESS_BARS="1")
+    load = subprocess.run([sys.executable, "-c", _LOAD_FROM_HUB], capture_output=True, text=True, timeout=300, env=user_env)
     assert load.returncode == 0, load.stderr[-3000:]
     assert load.stdout.strip().startswith("GENERATED Once upon a time")
 
-    # same content again: no empty commit
-    assert main(args) == 0
-    assert "already has this content; no commit made" in capsys.readouterr().out
+    # publishing the same run again (staged afresh, pushed as publish does): no empty commit
+    def publish_again(card_config=None, message="again"):
+        folder = stage_repository(run_dir, tmp_path / "again", repo_id="stentor/tiny-e2e", blimp=blimp_file,
+                                  card_config=card_config)
+        return push_folder(folder, "stentor/tiny-e2e", commit_message=message)
+
+    unchanged = publish_again()
+    assert not unchanged.created_commit and unchanged.commit_oid == head
     assert count_commits(hub_env, "stentor/tiny-e2e") == 2
 
     # a changed card: a second commit, and only the README changed
     card_config = tmp_path / "card.yaml"
     card_config.write_text("notices: This is a test model.\n")
-    assert main(args + ["--card-config", str(card_config), "--commit-message", "Add notices"]) == 0
+    second = publish_again(card_config, "Add notices")
     api = HfApi(endpoint=hub_env.url, token=TOKEN)
     commits = api.list_repo_commits("stentor/tiny-e2e")
-    assert [c.title for c in commits][:1] == ["Add notices"] and len(commits) == 3
-    changed = {f.path for f in api.list_repo_tree("stentor/tiny-e2e", revision=commits[0].commit_id, recursive=True)
-               if f.blob_id not in {g.blob_id for g in api.list_repo_tree("stentor/tiny-e2e", revision=commits[1].commit_id,
-                                                                          recursive=True)}}
-    assert changed == {"README.md"}
-    assert TOKEN not in capsys.readouterr().out
+    assert second.created_commit and [c.title for c in commits][:1] == ["Add notices"] and len(commits) == 3
+
+    def blobs(revision):
+        return {f.path: f.blob_id for f in api.list_repo_tree("stentor/tiny-e2e", revision=revision, recursive=True)}
+
+    new, old = blobs(commits[0].commit_id), blobs(commits[1].commit_id)
+    assert {path for path in new if new[path] != old.get(path)} == {"README.md"}
 
 
 _LOAD_FROM_HUB = """
@@ -360,9 +366,8 @@ def test_push_killed_mid_upload_leaves_the_previous_commit(staged, tmp_path, mon
     """The server process dies during the LFS upload of new weights: after a restart the repo is at
     the commit before, and publishing again works."""
     from safetensors.torch import load_file, save_file
-    from test_hub_server import start_server_process
 
-    from hub_server import DIE_DURING_LFS_UPLOAD
+    from hub_server import DIE_DURING_LFS_UPLOAD, start_server_process
 
     storage = tmp_path / "storage"
     server, url = start_server_process(storage, {TOKEN: "stentor"})
