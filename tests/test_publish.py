@@ -181,6 +181,16 @@ def test_card_config_prose_is_inserted_and_missing_prose_leaves_sections_out(fak
     assert "## Limitations\n\nMakes things up.\n" in text and "## Intended uses" not in text
 
 
+def test_the_example_stentor2_card_config_renders(fake_run):
+    from stentor_hub._resources import resource_dir
+
+    text = render_card(ModelCardFacts.from_run(fake_run, card_config=resource_dir("cards") / "examples" / "stentor2-30m.md"))
+    card = ModelCard(text, ignore_metadata_errors=False)
+    assert card.data.datasets == ["epfml/FineWeb-HQ", "StentorLabs/StenCore"]
+    assert "\n# Stentor2-30M\n\nStentor2-30M is a small English base language model" in text
+    assert text.index("## Intended uses") < text.index("## Limitations") < text.index("## Notices")
+
+
 def test_missing_or_bad_facts_are_clear_errors(fake_run, tmp_path):
     broken = tmp_path / "run"
     shutil.copytree(fake_run, broken)
