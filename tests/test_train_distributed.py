@@ -1,0 +1,43 @@
+"""Two CPU processes with gloo (torchrun), the 2x T4 layout: the global batch is split, tokens
+are counted across both processes, and only the main process writes outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import sys
+
+from conftest import run_train
+from test_train_resume import SMALL_MODEL
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_split_the_batch_and_count_all_tokens(tmp_path, train_cache_dir):
+    run_dir = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    result = run_train(
+        run_dir, *SMALL_MODEL, "training.max_steps=12", "training.batch_size=8", "training.eval_steps=6",
+        "training.save_steps=6", "training.logging_steps=3", "training.best_eval_start_step=6",
+        "data.max_eval_samples=15", cache_dir=train_cache_dir, launcher=launcher,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["hardware"]["num_processes"] == 2
+    training = manifest["training"]
+    assert training["per_device_batch_size"] == 4 and training["batch_size"] == 8
+    # both processes' tokens: 12 steps x 8 sequences x 128 tokens (one process alone would see half)
+    assert training["tokens_seen"] == 12 * 8 * 128
+    assert training["steps"] == 12 and manifest["final"]["step"] == 12
+    assert manifest["data"]["eval_blocks"] == 15  # odd count over 2 processes: each block evaluated once
+    with open(run_dir / "training_curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["train_loss"]] == [3, 6, 9, 12]  # one writer, no duplicates
+    assert [int(r["step"]) for r in rows if r["eval_loss"]] == [0, 6, 12]
+    assert (run_dir / "final" / "model.safetensors").is_file() and (run_dir / "best" / "model.safetensors").is_file()
