@@ -257,11 +257,16 @@ def count_commits(hub, repo_id: str) -> int:
     return len(HfApi(endpoint=hub.url, token=TOKEN).list_repo_commits(repo_id))
 
 
-def test_dry_run_sends_nothing(hub_env, fake_run, tmp_path, capsys):
+def test_dry_run_sends_nothing(hub_env, fake_run, tmp_path, capsys, monkeypatch):
+    import socket
+
+    connections = []
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: (connections.append(address), real_connect(self, address))[1])
     before = len(hub_env.requests)
     staging = tmp_path / "staging"
     assert main(["publish", str(fake_run), "--repo-id", "stentor/dry", "--dry-run", "--staging", str(staging)]) == 0
-    assert len(hub_env.requests) == before
+    assert len(hub_env.requests) == before and connections == []  # not to our server, not anywhere
     out = capsys.readouterr().out
     assert "dry run: nothing was sent" in out and (staging / "README.md").is_file() and TOKEN not in out
     # the checks ran (a fresh process loaded the staged folder and generated)
