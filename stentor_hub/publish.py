@@ -228,6 +228,16 @@ def _current_token() -> str | None:
     return get_token()
 
 
+def _network_error(error: BaseException) -> BaseException | None:
+    """The connection-level failure behind ``error`` (refused, reset, timed out), if any."""
+    while error is not None:
+        transport = type(error).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore") and "Status" not in type(error).__name__
+        if isinstance(error, (OSError, TimeoutError)) or transport:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
@@ -250,10 +260,12 @@ def _explain_push_error(error: Exception, endpoint: str, repo_id: str, secret: s
     elif isinstance(error, HfHubHTTPError):
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         what = f"the Hub at {endpoint} answered an error: {first}"
-    else:
-        cause = error.__cause__ or error
-        what = (f"could not reach the Hub at {endpoint} ({type(cause).__name__}: {str(cause)[:200]}). "
+    elif (network := _network_error(error)) is not None:
+        during = f"{error} " if isinstance(error, RuntimeError) else ""  # e.g. "Error while uploading 'x' to the Hub."
+        what = (f"{during}could not reach the Hub at {endpoint} ({type(network).__name__}: {str(network)[:200]}). "
                 "Check the network and HF_ENDPOINT, then publish again.")
+    else:
+        what = f"{type(error).__name__}: {str(error)[:500]}"
     return _redact(f"push to {repo_id} failed: {what} {nothing}", secret)
 
 
