@@ -75,12 +75,13 @@ def _build_trie(index_of: dict) -> dict:
 
 
 class _Longer:
-    """Memo marker: segments starting with this first word read further; their lengths."""
+    """Memo marker: segments starting with this first word read past the space after it.
+    ``by_next_byte`` maps the byte after that space to the lengths of the keys stored."""
 
-    __slots__ = ("lengths",)
+    __slots__ = ("by_next_byte",)
 
     def __init__(self):
-        self.lengths = []
+        self.by_next_byte = {}
 
 
 class UnsupportedVocabError(ValueError):
@@ -457,12 +458,14 @@ class Vocab:
                 key = data[p : s + 1]
                 result = memo.get(key)
                 if result is not None and result.__class__ is _Longer:
-                    for length in result.lengths:
-                        result = ext_memo.get(data[p : p + length])
-                        if result is not None:
+                    # segments starting with this word read on past the space: their exact
+                    # lengths, indexed by the byte after the space
+                    found = None
+                    for length in result.by_next_byte.get(data[s + 1], ()) if s + 1 < n else ():
+                        found = ext_memo.get(data[p : p + length])
+                        if found is not None:
                             break
-                    else:
-                        result = None
+                    result = found
             if result is None and n - p <= _TAIL_REACH:
                 result = tail_memo.get(data[p:])
             if result is None:
@@ -490,8 +493,8 @@ class Vocab:
         if reach > n:
             if n - p <= _TAIL_REACH:
                 self._tail_memo[data[p:]] = result
-            if s >= 0 and s + 1 - p <= _MEMO_MAX_KEY:
-                memo.setdefault(data[p : s + 1], _Longer())
+            if s >= 0 and s + 1 - p <= _MEMO_MAX_KEY and data[p : s + 1] not in memo:
+                memo[data[p : s + 1]] = _Longer()
             return
         if s < 0 or s + 1 - p > _MEMO_MAX_KEY or reach - p > _MEMO_MAX_KEY:
             return
@@ -500,10 +503,16 @@ class Vocab:
             return
         # Keys read by segments that start with the same first word are prefix-free: the scan
         # is deterministic, so two texts agreeing on what one read make it read the same.
-        longer = memo.setdefault(data[p : s + 1], _Longer())
+        key = data[p : s + 1]
+        longer = memo.get(key)
+        if longer is None:
+            longer = memo[key] = _Longer()
+        lengths = longer.by_next_byte.setdefault(data[s + 1], [])
         length = reach - p
-        if length not in longer.lengths and len(longer.lengths) < _MEMO_MAX_LENGTHS:
-            longer.lengths.append(length)
+        if length not in lengths:
+            if len(lengths) >= _MEMO_MAX_LENGTHS:
+                return
+            lengths.append(length)
         self._ext_memo[data[p:reach]] = result
 
     # -- decoding -----------------------------------------------------------------------
@@ -528,6 +537,23 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
     reach than attributes of ``self``, which matters in pure Python)."""
     space_node = trie.get(0x20)
     has_delete = delete_id is not None
+    # SPEC §5.2's scores, split into per-entry and per-class parts so the scan adds up a few
+    # table entries instead of calling a function (tests/tokenmonster_reference.py has the
+    # formulas as written in the spec).
+    first = [[(f >> 7) + max(0, w - fd - 1) + 100 * (w - fd) for f, w in zip(flags, nwords)] for fd in (0, 1)]
+    second_spaced = [(f >> 7) + max(0, w - 1) + 100 * w for f, w in zip(flags, nwords)]
+    second_plain = [v + ((f >> 2) & 1) for v, f in zip(second_spaced, flags)]
+    class_part = [((nb >> 2) & 1) + 100 * (nb >> 3) for nb in range(256)]
+    first_bits = [((f & 1) << 1 | (f >> 3) & 1) << 4 for f in flags]  # ends with letter, ends with marker
+    second_bits = [(f & 1) << 3 | ((f >> 1) & 1) << 2 | ((f >> 4) & 1) << 1 for f in flags]
+    cross_plain = [0] * 64
+    cross_spaced = [0] * 64
+    for bits in range(64):
+        end_letter, end_marker = bits >> 5 & 1, bits >> 4 & 1
+        end_letter2, start_letter2, start_marker2, letter_after = bits >> 3 & 1, bits >> 2 & 1, bits >> 1 & 1, bits & 1
+        common = -100 * (end_marker & start_marker2) - 3 * (end_letter2 & letter_after)
+        cross_plain[bits] = common - 103 * (end_letter & start_letter2)
+        cross_spaced[bits] = common - 103 * end_letter - 1
     missing_ids = (unk_id,) if unk_id is not None else ()
 
     def longest(data: bytes, j: int, n: int):
@@ -593,7 +619,6 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
             f1 = flags[cur]
             if f1 & 32 and bc[data[j]] == 12:
                 break
-            w1 = nwords[cur] - fd
             s1 = s2 = s3 = s1b = s2b = s3b = _NEG
 
             # branch 1: cur, then the longest token at j
@@ -612,7 +637,7 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
                     reach = n + 1
                 f2 = flags[n1]
                 w2 = nwords[n1]
-                s1 = _plain(L + l1, f1, w1, f2, w2, nb)
+                s1 = L + l1 + first[fd][cur] + second_plain[n1] + class_part[nb] + cross_plain[first_bits[cur] | second_bits[n1] | nb & 1]
                 if has_delete and f2 & 2 and nb == 1 and w2 == 0:
                     m, k, r = longest_spaced(data, j, n)
                     if r > reach:
@@ -627,7 +652,7 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
                         else:
                             nb = bc[0]
                             reach = n + 1
-                        s1b = _spaced(L + k, f1, w1, flags[m], nwords[m], nb)
+                        s1b = L + k + first[fd][cur] + second_spaced[m] + class_part[nb] + cross_spaced[first_bits[cur] | second_bits[m] | nb & 1]
                         n1b, l1b = m, k
 
             # branches 2 and 3: an alternative (a shorter prefix) of cur, then the longest after it
@@ -655,11 +680,11 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
                         else:
                             nb = bc[0]
                             reach = n + 1
-                        fa = flags[alt]
-                        wa = nwords[alt] - fd
                         f2 = flags[n2]
                         w2 = nwords[n2]
-                        sa = _plain(t, fa, wa, f2, w2, nb) - (100 if t < L else 10000 if t == L else 0)
+                        sa = t + first[fd][alt] + second_plain[n2] + class_part[nb] + cross_plain[first_bits[alt] | second_bits[n2] | nb & 1]
+                        if t <= L:
+                            sa -= 100 if t < L else 10000
                         if has_delete and f2 & 2 and nb == 1 and w2 == 0:
                             m, k, r = longest_spaced(data, q, n)
                             if r > reach:
@@ -675,9 +700,9 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
                                 else:
                                     nb = bc[0]
                                     reach = n + 1
-                                sb = _spaced(t, fa, wa, flags[m], nwords[m], nb) - (
-                                    100 if t < L else 10000 if t == L else 0
-                                )
+                                sb = t + first[fd][alt] + second_spaced[m] + class_part[nb] + cross_spaced[first_bits[alt] | second_bits[m] | nb & 1]
+                                if t <= L:
+                                    sb -= 100 if t < L else 10000
                                 nb_, lb = m, k
                     if not second:
                         s2, s2b, n2_, l2_, n2b, l2b, la2, r2 = sa, sb, n2, l2, nb_, lb, la, ra
@@ -722,38 +747,6 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
         return out, i + L, reach, 0, None
 
     return longest, longest_spaced, segment
-
-
-def _plain(t, f1, w1, f2, w2, nb):
-    return (
-        t
-        + (f1 >> 7)
-        + (f2 >> 7)
-        + (w1 - 1 if w1 > 1 else 0)
-        + (w2 - 1 if w2 > 1 else 0)
-        + ((nb >> 2) & 1)
-        + 100 * (w1 + w2 + (nb >> 3))
-        - 100 * ((f1 >> 3) & 1 & (f2 >> 4))
-        - 3 * (f2 & 1 & nb)
-        + ((f2 >> 2) & 1)
-        - 103 * (f1 & 1 & (f2 >> 1))
-    )
-
-
-def _spaced(t, f1, w1, f2, w2, nb):
-    return (
-        t
-        + (f1 >> 7)
-        + (f2 >> 7)
-        + (w1 - 1 if w1 > 1 else 0)
-        + (w2 - 1 if w2 > 1 else 0)
-        + ((nb >> 2) & 1)
-        + 100 * (w1 + w2 + (nb >> 3))
-        - 100 * ((f1 >> 3) & 1 & (f2 >> 4))
-        - 3 * (f2 & 1 & nb)
-        - 103 * (f1 & 1)
-        - 1
-    )
 
 
 def _incomplete_utf8_tail(data: bytes) -> int:
