@@ -290,6 +290,8 @@ class Vocab:
             klen = r.u8(where)
             if klen == 0 or klen > _MAX_KEY_LEN:
                 r.fail(f"{where} has a key of {klen} bytes (must be 1..{_MAX_KEY_LEN})")
+            if klen > max_token_len:
+                r.fail(f"{where} has a key of {klen} bytes, longer than the header's longest token ({max_token_len})")
             key = r.take(klen, where)
             r.need(_ENTRY_FIXED, where)
             flag = r.u8(where)
@@ -366,7 +368,7 @@ class Vocab:
         # byte, which also tells it exactly how far it had to read.
         self._trie = _build_trie(index_of)
         self._longest, self._longest_spaced, self._segment = _compile_scanner(
-            self._trie, max_token_len, flags, nwords, self._key_len, alt1, alt2, ids, begin_class,
+            self._trie, max_token_len, keys, flags, nwords, self._key_len, alt1, alt2, ids, begin_class,
             self.delete_id, self.unk_id,
         )
         self._memo = {}
@@ -445,6 +447,8 @@ class Vocab:
         ext_memo = self._ext_memo
         tail_memo = self._tail_memo
         find = data.find
+        segment = self._segment
+        longer_marker, max_key, max_entries, tail_reach = _Longer, _MEMO_MAX_KEY, _MEMO_MAX_ENTRIES, _TAIL_REACH
         out = []
         missing = 0
         p = 0
@@ -454,10 +458,10 @@ class Vocab:
             # then, if segments starting so read further, by their exact lengths.
             result = key = None
             s = find(b" ", p + 1)
-            if 0 <= s < p + _MEMO_MAX_KEY:
+            if 0 <= s < p + max_key:
                 key = data[p : s + 1]
                 result = memo.get(key)
-                if result is not None and result.__class__ is _Longer:
+                if result is not None and result.__class__ is longer_marker:
                     # segments starting with this word read on past the space: their exact
                     # lengths, indexed by the byte after the space
                     found = None
@@ -466,12 +470,12 @@ class Vocab:
                         if found is not None:
                             break
                     result = found
-            if result is None and n - p <= _TAIL_REACH:
+            if result is None and n - p <= tail_reach:
                 result = tail_memo.get(data[p:])
             if result is None:
-                ids, q, reach, dropped, lookahead = self._segment(data, p, n, lookahead)
+                ids, q, reach, dropped, lookahead = segment(data, p, n, lookahead)
                 result = (ids, q - p, dropped)
-                if key is not None and reach <= s + 1 and len(memo) < _MEMO_MAX_ENTRIES:
+                if key is not None and reach <= s + 1 and len(memo) < max_entries:
                     memo[key] = result  # the common case: the segment read no further than the space
                 else:
                     self._remember(data, p, n, s, reach, result)
@@ -532,11 +536,34 @@ class Vocab:
         return StreamDecoder(self)
 
 
-def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, bc, delete_id, unk_id):
+def _compile_scanner(trie, maxlen, keys, flags, nwords, key_len, alt1s, alt2s, idof, bc, delete_id, unk_id):
     """The scanner's hot functions, as closures over the vocabulary's tables (cheaper to
     reach than attributes of ``self``, which matters in pure Python)."""
     space_node = trie.get(0x20)
     has_delete = delete_id is not None
+    # An alternative is a proper prefix of the current token, so its walk starts by reading
+    # the rest of the current token: bytes known from the keys alone. Walk them once here:
+    # per entry and alternative, (best entry, its length, trie children, bytes consumed), with
+    # children None when the walk dies inside the token; None when not a prefix (plain walk).
+    suffix_walks = ([], [])
+    for e, key in enumerate(keys):
+        for alts, walks in zip((alt1s, alt2s), suffix_walks):
+            alt = alts[e]
+            if alt < 0 or not key.startswith(keys[alt]):
+                walks.append(None)
+                continue
+            children, best, best_len, consumed = trie, -1, 0, 0
+            for b in key[len(keys[alt]) :]:
+                node = children.get(b)
+                consumed += 1
+                if node is None:
+                    children = None
+                    break
+                entry, children = node
+                if entry >= 0:
+                    best, best_len = entry, consumed
+            walks.append((best, best_len, children, consumed))
+    suffix_walks1, suffix_walks2 = suffix_walks
     # SPEC §5.2's scores, split into per-entry and per-class parts so the scan adds up a few
     # table entries instead of calling a function (tests/tokenmonster_reference.py has the
     # formulas as written in the spec).
@@ -556,15 +583,12 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
         cross_spaced[bits] = common - 103 * end_letter - 1
     missing_ids = (unk_id,) if unk_id is not None else ()
 
-    def longest(data: bytes, j: int, n: int):
+    def longest(data: bytes, j: int, n: int, children=trie, best=-1, best_len=0, k=0):
         """Longest key that is a prefix of ``data[j:]``: (entry, length, reach), where
         ``reach`` is one past the last byte read, or ``n + 1`` if the answer depended on
-        where the data ends. Entry is -1 when nothing matches."""
-        children = trie
-        best = -1
-        best_len = 0
-        k = 0
-        for b in data[j : j + maxlen]:
+        where the data ends. Entry is -1 when nothing matches. The optional arguments resume
+        a walk that has already matched ``k`` bytes (see ``suffix_walks``)."""
+        for b in data[j + k : j + maxlen]:
             node = children.get(b)
             if node is None:
                 return best, best_len, j + k + 1
@@ -664,7 +688,13 @@ def _compile_scanner(trie, maxlen, flags, nwords, key_len, alt1s, alt2s, idof, b
                 while alt >= 0:
                     la = key_len[alt] - fd
                     q = i + la
-                    n2, l2, r = longest(data, q, n)
+                    walk = suffix_walks2[cur] if second else suffix_walks1[cur]
+                    if walk is None:
+                        n2, l2, r = longest(data, q, n)
+                    elif walk[2] is None:
+                        n2, l2, r = walk[0], walk[1], q + walk[3]
+                    else:
+                        n2, l2, r = longest(data, q, n, walk[2], walk[0], walk[1], walk[3])
                     ra = r
                     if r > reach:
                         reach = r
