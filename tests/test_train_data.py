@@ -57,3 +57,51 @@ def test_shared_corpus_gives_full_blocks(shared, tokenizer):
     blocks = build_eval_blocks(f"{shared}/corpora/sample.txt", tokenizer, block_size=128, max_samples=10)
     assert blocks.shape == (10, 128)
     assert int(blocks.max()) < len(tokenizer)
+
+
+def test_token_data_is_cached_budgeted_exactly_and_held_out(tmp_path, tokenizer):
+    import numpy as np
+
+    from stentor_hub.recipes.data import load_token_data
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Document number {i} talks about the sea and the ships." for i in range(200)))
+    cache = tmp_path / "cache"
+    first = load_token_data([str(corpus)], [], tokenizer, block_size=16, source_token_budget=1000,
+                            max_eval_samples=4, cache_dir=cache)
+    assert not first.from_cache and first.eval_held_out
+    assert len(first.train) == 1000  # the source-token budget, exactly
+    assert len(first.eval) == 4 * 16
+    # held out: the eval tokens are the first documents, training starts after them
+    stream = build_eval_blocks(str(corpus), tokenizer, block_size=2).flatten().numpy()
+    boundary = np.flatnonzero(stream == tokenizer.eos_token_id)
+    train_start = int(boundary[boundary >= 63][0]) + 1
+    assert np.array_equal(first.eval, stream[:64]) and np.array_equal(first.train, stream[train_start:train_start + 1000])
+
+    second = load_token_data([str(corpus)], [], tokenizer, block_size=16, source_token_budget=1000,
+                             max_eval_samples=4, cache_dir=cache)
+    assert second.from_cache and second.cache_file == first.cache_file
+    assert np.array_equal(second.train, first.train) and np.array_equal(second.eval, first.eval)
+    corpus.write_text(corpus.read_text() + "\n\nA new document.")
+    third = load_token_data([str(corpus)], [], tokenizer, block_size=16, source_token_budget=1000,
+                            max_eval_samples=4, cache_dir=cache)
+    assert not third.from_cache  # an edited file is tokenized again
+
+
+def test_stop_rules_name_the_rule_that_stopped():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from stentor_hub.recipes.callbacks import StopRulesCallback
+
+    args = TrainingArguments(output_dir="unused", report_to=[])
+    for rule, state_values in [("token_budget", dict(num_input_tokens_seen=4096, global_step=2, epoch=0.1)),
+                               ("max_steps", dict(num_input_tokens_seen=100, global_step=50, epoch=0.5)),
+                               ("epochs", dict(num_input_tokens_seen=100, global_step=20, epoch=2.0))]:
+        callback, control = StopRulesCallback(token_budget=4096, epochs=2, max_steps=50), TrainerControl()
+        state = TrainerState(**state_values)
+        callback.on_step_end(args, state, control)
+        assert control.should_training_stop and control.should_evaluate and control.should_save
+        assert callback.stopped_by == rule
+    callback, control = StopRulesCallback(token_budget=4096, epochs=2, max_steps=50), TrainerControl()
+    callback.on_step_end(args, TrainerState(num_input_tokens_seen=4095, global_step=49, epoch=1.9), control)
+    assert not control.should_training_stop and callback.stopped_by is None

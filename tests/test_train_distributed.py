@@ -23,7 +23,9 @@ def test_two_gloo_processes_split_the_batch_and_count_all_tokens(tmp_path, train
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
     result = run_train(
-        run_dir, *SMALL_MODEL, "training.max_steps=12", "training.batch_size=8", "training.eval_steps=6",
+        # token budget of 10 steps, below max_steps: it only stops at step 10 if both processes' tokens count
+        run_dir, *SMALL_MODEL, "training.max_steps=12", "training.token_budget=10240", "training.batch_size=8",
+        "training.eval_steps=6",
         "training.save_steps=6", "training.logging_steps=3", "training.best_eval_start_step=6",
         "data.max_eval_samples=15", cache_dir=train_cache_dir, launcher=launcher,
     )
@@ -32,12 +34,13 @@ def test_two_gloo_processes_split_the_batch_and_count_all_tokens(tmp_path, train
     assert manifest["hardware"]["num_processes"] == 2
     training = manifest["training"]
     assert training["per_device_batch_size"] == 4 and training["batch_size"] == 8
-    # both processes' tokens: 12 steps x 8 sequences x 128 tokens (one process alone would see half)
-    assert training["tokens_seen"] == 12 * 8 * 128
-    assert training["steps"] == 12 and manifest["final"]["step"] == 12
+    # both processes' tokens: 10 steps x 8 sequences x 128 tokens (one process alone would see half)
+    assert training["stopped_by"] == "token_budget"
+    assert training["tokens_seen"] == 10 * 8 * 128 == 10240
+    assert training["steps"] == 10 and manifest["final"]["step"] == 10
     assert manifest["data"]["eval_blocks"] == 15  # odd count over 2 processes: each block evaluated once
     with open(run_dir / "training_curves.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows if r["train_loss"]] == [3, 6, 9, 12]  # one writer, no duplicates
-    assert [int(r["step"]) for r in rows if r["eval_loss"]] == [0, 6, 12]
+    assert [int(r["step"]) for r in rows if r["train_loss"]] == [3, 6, 9, 10]  # one writer, no duplicates
+    assert [int(r["step"]) for r in rows if r["eval_loss"]] == [0, 6, 10]
     assert (run_dir / "final" / "model.safetensors").is_file() and (run_dir / "best" / "model.safetensors").is_file()

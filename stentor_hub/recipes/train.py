@@ -51,17 +51,16 @@ def world_size() -> int:
 
 
 def resolve_mixed_precision(setting: str, device_type: str) -> str:
-    """``auto`` is fp16 on CUDA (the card's T4 recipe); on CPU bf16 where the CPU has bf16
-    instructions (oneDNN says so), else FP32. fp16 needs CUDA."""
+    """``auto`` is fp16 on CUDA (the card's T4 recipe) and FP32 on CPU: bf16 autocast works on
+    CPU (force it with ``bf16``) but was several times slower than FP32 for these model sizes on
+    the CPUs we measured (benchmarks/train). fp16 needs CUDA."""
     import torch
 
     setting = "no" if setting is False else str(setting).lower()  # YAML reads a bare `no` as false
     if setting not in ("auto", "fp16", "bf16", "no"):
         raise RecipeError(f"training.mixed_precision={setting!r}: use auto, fp16, bf16 or no")
     if setting == "auto":
-        if device_type == "cuda":
-            return "fp16"
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+        return "fp16" if device_type == "cuda" else "no"
     if setting == "fp16" and device_type != "cuda":
         raise RecipeError("training.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no (or auto)")
     if setting == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -242,8 +241,11 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = False) -> Path:
-    """Run a resolved recipe into ``output_dir``; returns the run directory."""
+def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = False, callbacks: list | None = None) -> Path:
+    """Run a resolved recipe (see :func:`~stentor_hub.recipes.config.load_recipe`) into
+    ``output_dir``; ``callbacks`` are extra ``TrainerCallback``s (timers, loggers). Returns the
+    run directory. Raises :class:`RecipeError` (a ``ValueError``) or ``FileNotFoundError`` for
+    bad input, before anything is written."""
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
@@ -353,7 +355,8 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         optimizers=(optimizer, scheduler),
         callbacks=[c for c in (stop_rules, T4RecipeCallback(t4_counts) if t4_cfg["enabled"] else None, best,
-                               cb.CurvesCallback(run_dir / "training_curves.csv"), cb.CheckpointMarkerCallback()) if c],
+                               cb.CurvesCallback(run_dir / "training_curves.csv"), cb.CheckpointMarkerCallback(),
+                               *(callbacks or [])) if c],
     )
     trainer.callback_handler.callbacks.insert(0, cb.ThroughputCallback())  # first, so every logger sees it
 
