@@ -609,7 +609,6 @@ def run_perplexity(
     out: str | os.PathLike | None = None,
     block_size: int | None = None,
     max_samples: int | None = None,
-    max_chars: int | None = None,
     batch_size: int = 8,
     device: str | None = None,
     dtype: str = "float32",
@@ -617,14 +616,13 @@ def run_perplexity(
     progress: bool = True,
 ) -> dict:
     """:func:`evaluate_perplexity` for a model folder or Hub id; writes ``out`` if given.
-    ``block_size`` defaults to the training run's (from its manifest), else the model's window;
-    ``max_chars`` reads only that many characters of raw text (the recipe's source limit)."""
+    ``data`` is a path, glob or Hub id, or a source mapping as in the recipe YAML;
+    ``block_size`` defaults to the training run's (from its manifest), else the model's window."""
     loaded, tok = load_model_and_tokenizer(model, tokenizer=tokenizer, device=device, dtype=dtype)
     if block_size is None:
         block_size = default_block_size(model) or _model_max_length(loaded)
-    source = {"path": str(data), "max_chars": max_chars} if max_chars is not None else data
     results = evaluate_perplexity(
-        loaded, tok, source, block_size=block_size, max_samples=max_samples, batch_size=batch_size,
+        loaded, tok, data, block_size=block_size, max_samples=max_samples, batch_size=batch_size,
         progress=progress, model_name=str(model),
     )
     if out is not None:
@@ -653,10 +651,26 @@ def _cmd_blimp(args) -> int:
     return 0
 
 
+def parse_source_arg(text: str) -> str | dict:
+    """``--data``: a path, glob or Hub id, or an inline YAML mapping written as in the recipe's
+    ``data.eval_sources`` (``'{path: val.txt, max_doc_chars: 25000}'``)."""
+    if not text.lstrip().startswith("{"):
+        return text
+    import yaml
+
+    try:
+        source = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--data {text!r} is not a valid YAML mapping ({e}); write it as '{{path: FILE, max_chars: N}}'") from None
+    if not isinstance(source, dict) or "path" not in source:
+        raise ValueError(f"--data {text!r}: a mapping needs a 'path' key, as in the recipe's data.eval_sources")
+    return source
+
+
 def _cmd_perplexity(args) -> int:
     results = run_perplexity(
-        args.model, args.data, out=args.out, block_size=args.block_size, max_samples=args.max_samples,
-        max_chars=args.max_chars, batch_size=args.batch_size, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
+        args.model, parse_source_arg(args.data), out=args.out, block_size=args.block_size, max_samples=args.max_samples,
+        batch_size=args.batch_size, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
         progress=not args.no_progress,
     )
     print(
@@ -705,10 +719,12 @@ def register_cli(subparsers) -> None:
 
     ppl = sub.add_parser("perplexity", help="mean token loss and perplexity, as the training recipe's eval_loss")
     _add_model_args(ppl)
-    ppl.add_argument("--data", required=True, help="text file, glob, or Hub dataset id")
+    ppl.add_argument(
+        "--data", required=True,
+        help="text file, glob, or Hub dataset id; or a source as in the recipe YAML: '{path: val.txt, max_doc_chars: 25000}'",
+    )
     ppl.add_argument("--out", default="ppl.json", help="results file (default ppl.json)")
     ppl.add_argument("--block-size", type=_positive_int, help="tokens per block (default: the training run's, else the model's window)")
     ppl.add_argument("--max-samples", type=_positive_int, help="use only the first N blocks (the recipe's max_eval_samples)")
-    ppl.add_argument("--max-chars", type=_positive_int, help="read only the first N characters of raw text (the recipe's max_chars)")
     ppl.add_argument("--batch-size", type=_positive_int, default=8)
     ppl.set_defaults(func=_cmd_perplexity)

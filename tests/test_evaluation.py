@@ -246,8 +246,8 @@ def test_cli_perplexity_on_a_run_checkpoint(tiny_model, tokenizer, shared, tmp_p
     (run_dir / "run_manifest.json").write_text(json.dumps({"schema_version": 1, "data": {"block_size": 24}}))
     sample = shared / "corpora" / "sample.txt"
     out = tmp_path / "ppl.json"
-    rc = main(["eval", "perplexity", str(run_dir / "final"), "--data", str(sample), "--out", str(out),
-               "--max-samples", "5", "--max-chars", "20000", "--no-progress"])
+    rc = main(["eval", "perplexity", str(run_dir / "final"), "--data", f"{{path: {sample}, max_chars: 20000}}",
+               "--out", str(out), "--max-samples", "5", "--no-progress"])
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["block_size"] == 24 and result["blocks"] == 5
@@ -263,6 +263,8 @@ def test_cli_perplexity_on_a_run_checkpoint(tiny_model, tokenizer, shared, tmp_p
     assert "longer than the model's window of 64" in capsys.readouterr().err
     assert main(["eval", "perplexity", str(run_dir / "final"), "--data", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
     assert "none.txt" in capsys.readouterr().err
+    assert main(["eval", "perplexity", str(run_dir / "final"), "--data", "{max_chars: 5}", "--out", str(out)]) == 2
+    assert "a mapping needs a 'path' key" in capsys.readouterr().err
     assert json.loads(out.read_text()) == result  # failed runs left the earlier results alone
 
 
@@ -271,3 +273,29 @@ def test_sentence_longer_than_the_window_is_a_clear_error(tiny_model, tokenizer)
     assert len(tokenizer.encode(" " + long_sentence)) > tiny_model.config.max_position_embeddings
     with pytest.raises(ValueError, match="does not fit the model's window of 64"):
         sentence_loglikelihoods(tiny_model, tokenizer, ["A short one.", long_sentence])
+
+
+def test_perplexity_reproduces_the_training_runs_eval_loss(tiny_run, tmp_path):
+    """`stentor-hub eval perplexity RUN_DIR/best` on the run's eval source (the recipe's source
+    mapping, verbatim) gives the eval_loss the Trainer measured for that checkpoint; the block
+    size comes from the run's manifest."""
+    manifest = json.loads((tiny_run / "run_manifest.json").read_text())
+    recipe_data = manifest["recipe"]["data"]
+    assert len(recipe_data["eval_sources"]) == 1
+    out = tmp_path / "ppl.json"
+    assert main(["eval", "perplexity", str(tiny_run / "best"), "--data", json.dumps(recipe_data["eval_sources"][0]),
+                 "--out", str(out), "--max-samples", str(recipe_data["max_eval_samples"]), "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["block_size"] == manifest["data"]["block_size"]
+    assert result["blocks"] == manifest["data"]["eval_blocks"]
+    # bf16 autocast (if the run used it) perturbs the Trainer's number slightly
+    tolerance = 1e-5 if manifest["hardware"]["mixed_precision"] == "no" else 1e-3
+    assert result["eval_loss"] == pytest.approx(manifest["best"]["eval_loss"], rel=tolerance)
+
+
+def test_cli_blimp_on_a_training_run_checkpoint(tiny_run, blimp_dir, tmp_path):
+    out = tmp_path / "blimp_results.json"
+    assert main(["eval", "blimp", str(tiny_run / "final"), "--data", str(blimp_dir), "--out", str(out),
+                 "--tasks", "anaphor_number_agreement", "--limit", "10", "--no-progress"]) == 0
+    task = json.loads(out.read_text())["tasks"]["anaphor_number_agreement"]
+    assert task["total"] == 10 and task["field"] == "morphology"
