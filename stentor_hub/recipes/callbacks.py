@@ -192,10 +192,10 @@ class CheckpointMarkerCallback(TrainerCallback):
                 write_atomic(folder / COMPLETE_MARKER, json.dumps(marker))
 
 
-def last_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` folder that carries the completion marker. Newer unmarked
-    (crashed mid-write) folders are renamed ``checkpoint-N.incomplete`` so the Trainer never
-    loads or rotates them; nothing is deleted."""
+def last_complete_checkpoint(checkpoints_dir: Path, set_aside: bool = True) -> Path | None:
+    """The newest ``checkpoint-N`` folder that carries the completion marker. With
+    ``set_aside`` (the main process only), newer unmarked (crashed mid-write) folders are renamed
+    ``checkpoint-N.incomplete`` so the Trainer never loads or rotates them; nothing is deleted."""
     checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return None
@@ -209,6 +209,8 @@ def last_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
         if (folder / COMPLETE_MARKER).is_file():
             complete = folder
             break
+        if not set_aside:
+            continue
         target = folder.with_name(f"{folder.name}.incomplete")
         n = 1
         while target.exists():

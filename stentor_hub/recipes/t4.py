@@ -131,8 +131,8 @@ def t4_counts(model: nn.Module) -> dict[str, int]:
 
 
 class T4RecipeCallback(TrainerCallback):
-    """Checks on the prepared model that the T4 patches survived the Trainer's wrapping, keeps
-    the FP32 layers' weights in FP32, and logs the counts."""
+    """Checks on the prepared model that the T4 patches survived the Trainer's wrapping and that
+    the FP32 layers' weights are still FP32, and logs the counts."""
 
     def __init__(self, expected: dict[str, int]):
         self.expected = dict(expected)

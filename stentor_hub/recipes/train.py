@@ -272,7 +272,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     checkpoints_dir = run_dir / "checkpoints"
     resume_from = None
     if resume:
-        resume_from = cb.last_complete_checkpoint(checkpoints_dir)
+        resume_from = cb.last_complete_checkpoint(checkpoints_dir, set_aside=os.environ.get("RANK", "0") == "0")
         if resume_from is None:
             raise RecipeError(f"--resume: no complete checkpoint in {checkpoints_dir}; start a new run instead")
 
