@@ -9,7 +9,7 @@ VENV ?= .venv
 VENV_TF4 ?= .venv-tf4
 PYTEST_ARGS ?=
 
-.PHONY: install quickstart test bench-tokenizer clean
+.PHONY: install quickstart test bench-tokenizer bench-eval clean
 
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ test: install $(VENV_TF4)/.ready
 
 bench-tokenizer: install
 	$(VENV)/bin/python benchmarks/tokenizer/bench.py
+
+bench-eval: install
+	$(VENV)/bin/python benchmarks/eval/bench_blimp.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF4) build dist .pytest_cache
