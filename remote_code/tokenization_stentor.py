@@ -23,7 +23,7 @@ import os
 import re
 import unicodedata
 
-from transformers import AddedToken, PreTrainedTokenizer
+from transformers import AddedToken, BatchEncoding, PreTrainedTokenizer
 
 from .tokenmonster import Vocab
 
@@ -54,6 +54,19 @@ def _byte_to_char() -> list[str]:
 
 _BYTE_TO_CHAR = _byte_to_char()
 _CHAR_TO_BYTE = {c: b for b, c in enumerate(_BYTE_TO_CHAR)}
+
+
+_NO_OFFSETS = (
+    "return_offsets_mapping is not supported by StentorTokenizer: TokenMonster tokenizes the NFD "
+    "form of the text with inserted capcode markers, so token boundaries do not map onto the "
+    "characters you passed. Call tokenizer(text) without return_offsets_mapping."
+)
+_PLAIN_BATCH_OPTIONS = {
+    "add_special_tokens", "padding_strategy", "truncation_strategy", "max_length", "stride", "is_split_into_words",
+    "pad_to_multiple_of", "padding_side", "return_tensors", "return_token_type_ids", "return_attention_mask",
+    "return_overflowing_tokens", "return_special_tokens_mask", "return_offsets_mapping", "return_length",
+    "verbose", "split_special_tokens",
+}
 
 
 class _TokenList(list):
@@ -202,19 +215,128 @@ class StentorTokenizer(PreTrainedTokenizer):
     def create_token_type_ids_from_sequences(self, token_ids_0, token_ids_1=None):
         return [0] * len(self.build_inputs_with_special_tokens(token_ids_0, token_ids_1))
 
-    def _encode_plus(self, *args, **kwargs):
-        if kwargs.get("return_offsets_mapping"):
-            raise NotImplementedError(
-                "return_offsets_mapping is not supported by StentorTokenizer: TokenMonster tokenizes the NFD "
-                "form of the text with inserted capcode markers, so token boundaries do not map onto the "
-                "characters you passed. Call tokenizer(text) without return_offsets_mapping."
+    def prepare_for_model(
+        self,
+        ids,
+        pair_ids=None,
+        add_special_tokens: bool = True,
+        padding=False,
+        truncation=None,
+        max_length=None,
+        return_tensors=None,
+        return_token_type_ids=None,
+        return_attention_mask=None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        **kwargs,
+    ):
+        """transformers calls this once per sequence of a batch. The common case (one sequence,
+        no padding, no truncation, no tensors, no extra outputs) is built directly: the same
+        dict transformers would build, at a fraction of the cost; everything else goes to
+        transformers."""
+        simple = (
+            pair_ids is None
+            and padding in (False, None, "do_not_pad")
+            and truncation in (False, None, "do_not_truncate")
+            and return_tensors is None
+            and not return_token_type_ids
+            and not return_overflowing_tokens
+            and not return_special_tokens_mask
+            and set(kwargs) <= {"stride", "pad_to_multiple_of", "padding_side", "prepend_batch_axis", "split_special_tokens"}
+            and not kwargs.get("stride")
+        )
+        if not simple:
+            return super().prepare_for_model(
+                ids, pair_ids=pair_ids, add_special_tokens=add_special_tokens, padding=padding,
+                truncation=truncation, max_length=max_length, return_tensors=return_tensors,
+                return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+                return_overflowing_tokens=return_overflowing_tokens,
+                return_special_tokens_mask=return_special_tokens_mask, return_length=return_length,
+                verbose=verbose, **kwargs,
             )
-        return super()._encode_plus(*args, **kwargs)
+        sequence = self.build_inputs_with_special_tokens(ids) if add_special_tokens else list(ids)
+        encoded = {"input_ids": sequence}
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if return_attention_mask:
+            encoded["attention_mask"] = [1] * len(sequence)
+        self._eventual_warn_about_too_long_sequence(sequence, max_length, verbose)
+        if return_length:
+            encoded["length"] = len(sequence)
+        return BatchEncoding(encoded)
 
-    def _batch_encode_plus(self, *args, **kwargs):  # transformers 4.x entry point for batches
+    def _encode_plus(self, text=None, text_pair=None, **kwargs):
+        """transformers 5.x entry point for one text or a batch."""
         if kwargs.get("return_offsets_mapping"):
-            return self._encode_plus(*args, **kwargs)
-        return super()._batch_encode_plus(*args, **kwargs)
+            raise NotImplementedError(_NO_OFFSETS)
+        if text_pair is None and self._is_plain_batch(text, kwargs):
+            return self._encode_plain_batch(text, **kwargs)
+        return super()._encode_plus(text=text, text_pair=text_pair, **kwargs)
+
+    def _batch_encode_plus(self, batch_text_or_text_pairs, **kwargs):
+        """transformers 4.x entry point for batches."""
+        if kwargs.get("return_offsets_mapping"):
+            raise NotImplementedError(_NO_OFFSETS)
+        if self._is_plain_batch(batch_text_or_text_pairs, kwargs):
+            return self._encode_plain_batch(batch_text_or_text_pairs, **kwargs)
+        return super()._batch_encode_plus(batch_text_or_text_pairs, **kwargs)
+
+    @staticmethod
+    def _is_plain_batch(texts, options: dict) -> bool:
+        """A list of strings with options that need no per-sequence work from transformers:
+        no truncation, pairs, word splits, overflow, token types or special-token masks."""
+        truncation = options.get("truncation_strategy", "do_not_truncate")
+        return (
+            isinstance(texts, (list, tuple))
+            and all(isinstance(t, str) for t in texts)
+            and truncation == "do_not_truncate"
+            and not options.get("is_split_into_words")
+            and not options.get("stride")
+            and not options.get("return_token_type_ids")
+            and not options.get("return_overflowing_tokens")
+            and not options.get("return_special_tokens_mask")
+            and set(options) <= _PLAIN_BATCH_OPTIONS
+        )
+
+    def _encode_plain_batch(
+        self,
+        texts,
+        add_special_tokens: bool = True,
+        padding_strategy="do_not_pad",
+        max_length=None,
+        pad_to_multiple_of=None,
+        padding_side=None,
+        return_tensors=None,
+        return_attention_mask=None,
+        return_length: bool = False,
+        verbose: bool = True,
+        split_special_tokens=None,
+        **unused,
+    ) -> BatchEncoding:
+        """What transformers' batch path returns for a plain batch (see _is_plain_batch),
+        without its per-sequence overhead: encode each text, pad once, convert once."""
+        tokenize_options = {} if split_special_tokens is None else {"split_special_tokens": split_special_tokens}
+        input_ids = []
+        for text in texts:
+            ids = self.convert_tokens_to_ids(self.tokenize(text, **tokenize_options))
+            if add_special_tokens:
+                ids = self.build_inputs_with_special_tokens(ids)
+            self._eventual_warn_about_too_long_sequence(ids, max_length, verbose)
+            input_ids.append(ids)
+        batch = {"input_ids": input_ids}
+        if return_length:
+            batch["length"] = [len(ids) for ids in input_ids]
+        batch = self.pad(
+            batch,
+            padding=getattr(padding_strategy, "value", padding_strategy),
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
+            padding_side=padding_side,
+            return_attention_mask=return_attention_mask,
+        )
+        return BatchEncoding(batch, tensor_type=return_tensors)
 
     # -- decoding -----------------------------------------------------------------------
 

@@ -257,3 +257,40 @@ def test_remote_code_is_self_contained():
                 continue
             for root in roots:
                 assert root in allowed_roots and root not in forbidden_modules, f"{path.name} imports {root}"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"padding": True},
+        {"padding": True, "return_tensors": "pt"},
+        {"padding": "max_length", "max_length": 64},
+        {"padding": True, "pad_to_multiple_of": 8, "return_length": True},
+        {"padding": True, "padding_side": "left", "return_tensors": "pt"},
+        {"add_special_tokens": False, "return_attention_mask": False},
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults",
+)
+def test_plain_batches_match_transformers_batch_path(tokenizer_dir, options):
+    """Plain batches skip transformers' per-sequence machinery; truncation=True with a long
+    max_length sends the same batch through transformers' own path, with the same result."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True, add_bos_token=True)
+    texts = ["Short one.", "A longer sentence, with </s> inside and café.", "", "日本語 😀"]
+    fast = tok(texts, **options)
+    slow = tok(texts, truncation=True, **{"max_length": 10_000, **options})
+    assert list(fast.keys()) == list(slow.keys())
+    for key in fast:
+        a, b = fast[key], slow[key]
+        assert (a.tolist() if hasattr(a, "tolist") else a) == (b.tolist() if hasattr(b, "tolist") else b), key
+
+
+def test_split_special_tokens_in_batches(tokenizer):
+    """Honoured in batches as for single texts (transformers 4.57's own batch path for
+    Python tokenizers drops the flag before tokenizing)."""
+    texts = ["Hello world</s>", "<s>again"]
+    batch = tokenizer(texts, split_special_tokens=True)["input_ids"]
+    assert batch == [tokenizer(t, split_special_tokens=True)["input_ids"] for t in texts]
+    assert all(8000 not in ids and 8001 not in ids for ids in batch)
