@@ -60,3 +60,28 @@ def test_corrupt_vocab_fails_before_writing(tmp_path, capsys):
     assert main(["tokenizer", "export", "--vocab", str(bad), "--out", str(tmp_path / "tok")]) == 2
     assert "bad.vocab" in capsys.readouterr().err
     assert not (tmp_path / "tok").exists()
+
+
+def test_name_downloads_from_the_hub(tmp_path, vocab1024_path):
+    """Not found locally: the name is fetched from alasdairforsythe/tokenmonster through
+    huggingface_hub (here from the local server that speaks the Hub's protocol)."""
+    from huggingface_hub import HfApi
+
+    from hub_server import HubServer
+
+    token = "hf_test_tokenmonster_owner"
+    with HubServer(tmp_path / "hub", {token: "alasdairforsythe"}) as hub:
+        api = HfApi(endpoint=hub.url, token=token)
+        api.create_repo("alasdairforsythe/tokenmonster")
+        api.upload_file(path_or_fileobj=str(vocab1024_path), path_in_repo=f"vocabs/{vocab1024_path.name}",
+                        repo_id="alasdairforsythe/tokenmonster")
+        env = _env(tmp_path, STENTOR_SHARED=str(tmp_path / "none"), HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1")
+        env.pop("HF_HUB_OFFLINE")
+        out = tmp_path / "tok"
+        result = subprocess.run(
+            [sys.executable, "-m", "stentor_hub", "tokenizer", "export", "--vocab", vocab1024_path.stem, "--out", str(out)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        assert (out / "tokenmonster.vocab").read_bytes() == vocab1024_path.read_bytes()
+        assert any("vocabs/" in path for _, path in hub.requests)
