@@ -272,7 +272,7 @@ def score_requests(
 
     was_training = model.training
     model.eval()
-    bar = _progress_bar(total=len(requests), enabled=progress, desc=desc)
+    bar = _progress_bar(total=len(keys), enabled=progress, desc=desc)
     try:
         with torch.inference_mode():
             for start in range(0, len(keys), batch_size):
