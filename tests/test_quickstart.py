@@ -52,6 +52,10 @@ def clean_env(tmp: Path, **extra: str) -> dict:
     """The caller's environment without any Hugging Face login, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT")}
     env.update(HF_HOME=str(tmp / "hf_home"), TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_XET="1")
+    # one torch thread: on a CPU shared with other busy processes, two-thread OpenMP kernels run several
+    # times slower than one thread (measured on a busy 2-core machine: 20 training steps took 88 s with
+    # two threads, 9 to 30 s with one)
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra)
     return env
 
