@@ -239,6 +239,40 @@ def budget_overrides(config: dict, max_steps: int) -> list[str]:
     ]
 
 
+def _txt_has_two_documents(path: Path) -> bool:
+    """Whether a ``.txt`` file has a blank line between two stretches of text (documents), read
+    line by line and stopping at the second document."""
+    seen_text = seen_gap = False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                if seen_gap:
+                    return True
+                seen_text = True
+            elif seen_text:
+                seen_gap = True
+    return False
+
+
+def check_holdout(config: dict) -> None:
+    """With no evaluation source, validation blocks are held out as whole documents from the start
+    of the corpus; a ``.txt`` corpus that is one single document would leave nothing to train on."""
+    from stentor_hub.recipes.data import Source, local_files
+
+    data = config["data"]
+    if data.get("eval_sources"):
+        return
+    files = [f for spec in data["train_sources"] for f in local_files(Source.parse(spec).path)]
+    if files and all(f.suffix == ".txt" for f in files) and not any(_txt_has_two_documents(f) for f in files):
+        names = ", ".join(str(f) for f in files)
+        raise QuickstartError(
+            f"corpus {names} is a single document (no blank line between documents). Validation blocks are held "
+            "out as whole documents from the start of the corpus, so nothing would be left to train on. Put a blank "
+            "line between documents, use .jsonl (one document per record), or name validation text with "
+            "--set 'data.eval_sources=[/path/to/validation.txt]'"
+        )
+
+
 # -- the workdir ----------------------------------------------------------------------------------
 
 
@@ -310,6 +344,7 @@ def run_quickstart(workdir: str | os.PathLike = DEFAULT_WORKDIR, corpus: str | N
     from stentor_hub.recipes.train import check_recipe
 
     check_recipe(config, 1)
+    check_holdout(config)
     for note in inputs.notes:
         print(f"  {note}")
     print(f"  vocabulary: {inputs.vocab_path}")
@@ -365,8 +400,13 @@ def run_quickstart(workdir: str | os.PathLike = DEFAULT_WORKDIR, corpus: str | N
     if push:
         _step(5, total_steps, f"pushing {repo_dir} to {repo_id} in one commit")
         t = time.perf_counter()
-        result = push_folder(repo_dir, repo_id, commit_message=f"stentor-hub quickstart: {RECIPE} recipe, "
-                                                               f"best checkpoint (step {manifest['best']['step']})")
+        try:
+            result = push_folder(repo_dir, repo_id, commit_message=f"stentor-hub quickstart: {RECIPE} recipe, "
+                                                                   f"best checkpoint (step {manifest['best']['step']})")
+        except ValueError as e:  # PublishError: already says what happened, without the token
+            raise QuickstartError(f"{e}\nEverything else is done and kept in {workdir}; once fixed, push the staged "
+                                  f"repository with: stentor-hub publish {run_dir} --repo-id {repo_id} "
+                                  f"--blimp {blimp_file} --card-config {card_config}") from None
         pushed = {"repo_id": repo_id, "commit_url": result.commit_url, "commit_oid": result.commit_oid,
                   "created_commit": result.created_commit}
         timings["push"] = time.perf_counter() - t

@@ -203,3 +203,28 @@ def test_default_recipe_is_tiny_cpu_unchanged(shared):
     assert short["training"]["max_steps"] == MAX_STEPS and short["schedule"]["total_steps"] == MAX_STEPS
     assert short["training"]["eval_steps"] == MAX_STEPS // 2 and short["training"]["best_eval_start_step"] <= MAX_STEPS // 2
     assert budget_overrides(recipe, 400)[0] == "training.max_steps=400"
+
+
+def test_single_document_corpus_is_refused_before_anything_is_written(tmp_path, shared):
+    corpus = tmp_path / "one-doc.txt"
+    corpus.write_text("A line of text.\nAnother line, no blank line between them.\n" * 200)
+    proc = quickstart(tmp_path / "work", "--corpus", str(corpus), env=clean_env(tmp_path, STENTOR_SHARED=str(shared)),
+                      timeout=120)
+    assert proc.returncode == 2
+    assert "single document" in proc.stderr and "data.eval_sources" in proc.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_held_out_perplexity_blocks_are_the_trainers_eval_blocks(tokenizer, shared, tmp_path):
+    """With --corpus and no eval source, quickstart's perplexity reads the corpus's first
+    ``max_eval_samples`` blocks: exactly the blocks the training data loader held out."""
+    import torch
+
+    from stentor_hub.recipes.data import build_eval_blocks, load_token_data
+
+    source = {"path": str(shared / "corpora" / "gutenberg_val.txt"), "max_doc_chars": 20000}
+    data = load_token_data([source], [], tokenizer, 128, 4096, 8, cache_dir=tmp_path)
+    assert data.eval_held_out
+    blocks = build_eval_blocks(source, tokenizer, 128, max_samples=8)
+    assert blocks.shape == (8, 128)
+    assert torch.equal(blocks.flatten(), torch.from_numpy(data.eval.astype("int64")))
