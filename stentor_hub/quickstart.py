@@ -325,7 +325,8 @@ def _duration(seconds: float) -> str:
 def run_quickstart(workdir: str | os.PathLike = DEFAULT_WORKDIR, corpus: str | None = None, vocab: str | None = None,
                    blimp: str | None = None, repo_id: str | None = None, push: bool = False,
                    max_steps: int | None = None, blimp_limit: int = DEFAULT_BLIMP_LIMIT,
-                   prompt: str = DEFAULT_PROMPT, overrides: list[str] | None = None, seed: int = 42) -> dict:
+                   prompt: str = DEFAULT_PROMPT, overrides: list[str] | None = None, seed: int = 42,
+                   threads: int | None = None) -> dict:
     """Run the whole job; returns the summary (also written to ``WORKDIR/summary.json``)."""
     started = time.perf_counter()
     workdir = Path(workdir).expanduser().resolve()
@@ -358,6 +359,9 @@ def run_quickstart(workdir: str | os.PathLike = DEFAULT_WORKDIR, corpus: str | N
 
     from stentor_hub.recipes.train import train
 
+    threads_used, why = choose_threads(threads)
+    torch.set_num_threads(threads_used)
+    print(f"  torch threads: {threads_used} ({why})")
     _log_to_console()
     t = time.perf_counter()
     run_dir = train(config, workdir / RUN_NAME)
@@ -441,11 +445,32 @@ def run_quickstart(workdir: str | os.PathLike = DEFAULT_WORKDIR, corpus: str | N
         "sample": {"prompt": prompt, "text": sample, "max_new_tokens": SAMPLE_TOKENS, "seed": seed,
                    **{k: v for k, v in SAMPLING.items() if k != "do_sample"}},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch_threads": threads_used,
         "seconds": {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - started, 1)},
     }
     write_json_atomic(summary, workdir / "summary.json")
     print_summary(summary)
     return summary
+
+
+def choose_threads(threads: int | None) -> tuple[int, str]:
+    """torch's CPU threads for the run: ``threads`` if given; else torch's default, or 1 when other
+    processes already keep every core busy (load average at or above the core count), where
+    multi-threaded kernels wait on each other and run several times slower than one thread."""
+    import torch
+
+    if threads is not None:
+        return threads, "--threads"
+    default = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return default, "torch's default"
+    cores = os.cpu_count() or 1
+    if default > 1 and load >= cores:
+        return 1, (f"the CPU is busy: load average {load:.1f} on {cores} cores, where one thread is several times "
+                   f"faster than {default}; --threads {default} to override")
+    return default, "torch's default"
 
 
 def _corpus_words(inputs: Inputs) -> str:
@@ -532,7 +557,7 @@ def _cmd_quickstart(args) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     run_quickstart(workdir=args.workdir, corpus=args.corpus, vocab=args.vocab, blimp=args.blimp, repo_id=args.repo_id,
                    push=args.push, max_steps=args.max_steps, blimp_limit=args.blimp_limit, prompt=args.prompt,
-                   overrides=args.set)
+                   overrides=args.set, threads=args.threads)
     return 0
 
 
@@ -570,6 +595,8 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--blimp-limit", type=_positive_int, default=DEFAULT_BLIMP_LIMIT, metavar="N",
                         help=f"BLiMP pairs per task, the first N of each of the 67 (default {DEFAULT_BLIMP_LIMIT}; 1000 is all)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt of the sample (default {DEFAULT_PROMPT!r})")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="torch CPU threads (default: torch's, or 1 when other processes keep every core busy)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other tiny-cpu recipe override, e.g. --set data.cache_dir=/tmp/tokens (repeatable)")
     parser.set_defaults(func=_cmd_quickstart)

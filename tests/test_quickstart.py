@@ -228,3 +228,18 @@ def test_held_out_perplexity_blocks_are_the_trainers_eval_blocks(tokenizer, shar
     blocks = build_eval_blocks(source, tokenizer, 128, max_samples=8)
     assert blocks.shape == (8, 128)
     assert torch.equal(blocks.flatten(), torch.from_numpy(data.eval.astype("int64")))
+
+
+def test_threads_one_on_a_busy_cpu_else_torch_default(monkeypatch):
+    import torch
+
+    from stentor_hub import quickstart as qs
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    threads, why = qs.choose_threads(None)
+    assert threads == 1 and "load average 5.0 on 2 cores" in why and "--threads 2" in why
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert qs.choose_threads(None) == (2, "torch's default")
+    assert qs.choose_threads(3) == (3, "--threads")
