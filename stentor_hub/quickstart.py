@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 RECIPE = "tiny-cpu"
-DEFAULT_WORKDIR = "stentor-quickstart"
+DEFAULT_WORKDIR = os.path.join("runs", "quickstart")
 RUN_NAME = "stentor2-tiny-quickstart"
 HUB_CORPUS = "epfml/FineWeb-HQ"
 DEFAULT_PROMPT = "Once upon a time"
