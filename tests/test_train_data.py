@@ -105,3 +105,19 @@ def test_stop_rules_name_the_rule_that_stopped():
     callback, control = StopRulesCallback(token_budget=4096, epochs=2, max_steps=50), TrainerControl()
     callback.on_step_end(args, TrainerState(num_input_tokens_seen=4095, global_step=49, epoch=1.9), control)
     assert not control.should_training_stop and callback.stopped_by is None
+
+
+def test_parquet_and_glob_sources(tmp_path, tokenizer):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["one parquet row", "two parquet rows"], "n": [1, 2]}), tmp_path / "a.parquet")
+    (tmp_path / "b.txt").write_text("a text file\n\nwith two documents\n")
+    (tmp_path / "c.jsonl").write_text('{"text": "a json line"}\n')
+    assert list(iter_documents(str(tmp_path / "a.parquet"))) == ["one parquet row", "two parquet rows"]
+    docs = list(iter_documents(str(tmp_path / "*.*")))  # sorted: a.parquet, b.txt, c.jsonl
+    assert docs == ["one parquet row", "two parquet rows", "a text file\n", "with two documents\n", "a json line"]
+    with pytest.raises(ValueError, match="no 'body' column"):
+        list(iter_documents({"path": str(tmp_path / "a.parquet"), "text_field": "body"}))
+    with pytest.raises(ValueError, match="unknown keys \\['maxchars'\\]"):
+        list(iter_documents({"path": str(tmp_path / "b.txt"), "maxchars": 3}))
