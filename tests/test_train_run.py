@@ -75,5 +75,6 @@ def test_outputs_load_with_auto_classes_and_reproduce_eval_loss(tiny_run, shared
     assert blocks.shape == (64, 128)
     with torch.no_grad():
         loss = torch.stack([model(input_ids=b, labels=b).loss for b in blocks.split(16)]).mean().item()
-    # the Trainer evaluated under bf16 autocast (or fp32): same blocks, same loss within precision
-    assert loss == pytest.approx(manifest["final"]["eval_loss"], abs=0.05)
+    # same blocks and batches as the Trainer's evaluation: the same loss (bf16 autocast would round more)
+    tolerance = 0.05 if manifest["hardware"]["mixed_precision"] == "bf16" else 1e-4
+    assert loss == pytest.approx(manifest["final"]["eval_loss"], abs=tolerance)

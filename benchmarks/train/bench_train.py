@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed-precision", default="auto")
     parser.add_argument("--peak-tflops", type=float, default=None, help="accelerator peak for MFU (e.g. 65 for a T4 fp16)")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: idle OpenMP threads spin, which muddles CPU time on a busy machine)")
     args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(args.threads)
 
     # the 30M architecture; local text instead of the Hub streams (offline, and data is not what is measured)
     config = load_recipe(args.config, [
