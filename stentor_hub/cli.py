@@ -1,6 +1,6 @@
-"""``stentor-hub``: a thin command line over the library.
+"""stentor-hub: train, evaluate and publish small Stentor2 language models.
 
-Each feature module registers its own subcommand through ``register_cli(subparsers)`` and
+A thin command line over the library. Each feature module registers its own subcommand through ``register_cli(subparsers)`` and
 keeps heavy imports (torch, transformers) inside the command function, so ``--help`` is fast.
 """
 
