@@ -9,7 +9,7 @@ VENV ?= .venv
 VENV_TF4 ?= .venv-tf4
 PYTEST_ARGS ?=
 
-.PHONY: install quickstart test bench-tokenizer bench-eval clean
+.PHONY: install quickstart test bench-tokenizer bench-eval bench-train clean
 
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-tokenizer: install
 
 bench-eval: install
 	$(VENV)/bin/python benchmarks/eval/bench_blimp.py
+
+bench-train: install
+	$(VENV)/bin/python benchmarks/train/bench_train.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF4) build dist .pytest_cache
