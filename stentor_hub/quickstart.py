@@ -516,7 +516,7 @@ def print_summary(summary: dict) -> None:
         "",
         f"quickstart finished in {_duration(summary['seconds']['total'])} ({summary['device']}); everything is in {workdir}",
         f"  training run   {rel(summary['run_dir'])}/  {summary['model']['parameters']:,} parameters, {t['steps']} steps, "
-        f"{t['tokens_seen']:,} tokens in {_duration(t['train_seconds'])} ({t['tokens_per_second']:,.0f} tokens/s, {t['mixed_precision']})",
+        f"{t['tokens_seen']:,} tokens in {_duration(t['train_seconds'])} ({t['tokens_per_second']:,.0f} tokens/s, {'fp32' if t['mixed_precision'] == 'no' else t['mixed_precision']})",
         f"  perplexity     {ppl['eval_ppl']:.2f} (eval loss {ppl['eval_loss']:.3f}{start}) on {ppl['blocks']} blocks of "
         f"{ppl['block_size']} tokens of {Path(str(ppl['data']['path'])).name}  -> eval/perplexity.json",
         f"  BLiMP          {blimp['overall']:.1f}% over {blimp['num_tasks']} tasks x {blimp['limit']} pairs "
