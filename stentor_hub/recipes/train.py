@@ -237,6 +237,17 @@ def _versions() -> dict[str, str]:
             "stentor_hub": getattr(stentor_hub, "__version__", "unknown")}
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -392,7 +403,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         "versions": _versions(),
         "hardware": {
             "device": device_type,
-            "device_name": torch.cuda.get_device_name(0) if device_type == "cuda" else (platform.processor() or platform.machine()),
+            "device_name": torch.cuda.get_device_name(0) if device_type == "cuda" else _cpu_name(),
             "num_processes": processes,
             "mixed_precision": mixed_precision,
             "cpu_count": os.cpu_count(),
