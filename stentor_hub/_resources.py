@@ -36,3 +36,15 @@ def shared_dir(required: bool = False) -> Path | None:
             f"Set {SHARED_ENV}=/path/to/shared (it holds tokenmonster/, blimp/ and corpora/)."
         )
     return None
+
+
+def ordinary_permissions(path: str | os.PathLike) -> None:
+    """Give a file or folder (and what it holds) the permissions the umask gives new files.
+
+    Temporary files and folders (``mkstemp``, ``mkdtemp``; transformers' own atomic save of
+    ``model.safetensors``) are private to their owner; what we rename into place should not be."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)

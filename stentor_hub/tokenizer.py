@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from stentor_hub._resources import shared_dir
+from stentor_hub._resources import ordinary_permissions, shared_dir
 
 DEFAULT_VOCAB = "english-8000-strict-nocapcode-v1"
 VOCAB_DIR_ENV = "STENTOR_VOCAB_DIR"
@@ -80,11 +80,9 @@ def export_tokenizer(vocab: str | os.PathLike, out_dir: str | os.PathLike):
     tokenizer = tokenizer_class()(vocab_file=str(resolve_vocab(vocab)))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         tokenizer.save_pretrained(str(staging))
+        ordinary_permissions(staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)

@@ -44,3 +44,23 @@ def test_installed_package_finds_its_data():
 
     assert Path(sys.modules[Vocab.__module__].__file__).resolve() == (remote / "tokenmonster.py").resolve()
     assert Path(stentor_hub.__file__).parent in remote.parents or remote.parent == Path(stentor_hub.__file__).parent.parent
+
+
+def test_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from stentor_hub._resources import ordinary_permissions
+
+    folder = tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "model.safetensors").write_bytes(b"x")
+    os.chmod(folder / "sub" / "model.safetensors", 0o600)
+    os.chmod(folder, 0o700)
+    umask = os.umask(0o022)
+    try:
+        ordinary_permissions(folder)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(folder / "sub" / "model.safetensors").st_mode) == 0o644

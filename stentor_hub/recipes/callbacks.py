@@ -14,6 +14,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from stentor_hub._resources import ordinary_permissions
+
 CURVES_HEADER = ["step", "epoch", "train_loss", "eval_loss", "eval_ppl", "note"]
 COMPLETE_MARKER = "stentor_checkpoint_complete.json"
 BEST_RECORD = "best_eval.json"
@@ -149,6 +151,7 @@ def save_model_atomic(model, out_dir: Path, extra: dict[str, str] | None = None)
     getattr(model, "module", model).save_pretrained(tmp, safe_serialization=True)
     for name, text in (extra or {}).items():
         (tmp / name).write_text(text)
+    ordinary_permissions(tmp)  # transformers writes model.safetensors owner-only
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
