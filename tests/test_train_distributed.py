@@ -1,5 +1,6 @@
-"""Two CPU processes with gloo (torchrun), the 2x T4 layout: the global batch is split, tokens
-are counted across both processes, and only the main process writes outputs."""
+"""Two CPU processes with gloo, the 2x T4 layout, started by torchrun and by accelerate launch
+(--multi_gpu with no GPU falls back to gloo on the CPU): the global batch is split, tokens are
+counted across both processes, and only the main process writes outputs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import csv
 import json
 import socket
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import run_train
 from test_train_resume import SMALL_MODEL
@@ -18,10 +22,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_split_the_batch_and_count_all_tokens(tmp_path, train_cache_dir):
-    run_dir = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+def _launcher(name: str) -> list[str]:
+    if name == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    return [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
+
+
+@pytest.mark.parametrize("launcher_name", ["torchrun", "accelerate"])
+def test_two_gloo_processes_split_the_batch_and_count_all_tokens(tmp_path, train_cache_dir, launcher_name):
+    run_dir = tmp_path / "ddp"
+    launcher = _launcher(launcher_name)
     result = run_train(
         # token budget of 10 steps, below max_steps: it only stops at step 10 if both processes' tokens count
         run_dir, *SMALL_MODEL, "training.max_steps=12", "training.token_budget=10240", "training.batch_size=8",
