@@ -358,6 +358,24 @@ def blimp_loglikelihoods(
     return result
 
 
+def blimp_task_results(
+    pairs: dict[str, list[BlimpPair]], loglikelihoods: dict[str, list[tuple[float, float]]]
+) -> dict[str, dict]:
+    """The ``"tasks"`` of ``blimp_results.json`` from per-pair log-likelihoods: a pair is correct
+    when ``good >= bad`` (lm-eval's ``argmax`` picks the first choice, the good one, on a tie)."""
+    results = {}
+    for uid, task_pairs in pairs.items():
+        correct = sum(good >= bad for good, bad in loglikelihoods[uid])
+        results[uid] = {
+            "correct": correct,
+            "total": len(task_pairs),
+            "accuracy": 100.0 * correct / len(task_pairs),
+            "field": task_pairs[0].field,
+            "linguistics_term": task_pairs[0].linguistics_term,
+        }
+    return results
+
+
 def evaluate_blimp(
     model,
     tokenizer,
@@ -389,18 +407,7 @@ def evaluate_blimp(
     pairs = data if isinstance(data, dict) else load_blimp(data, tasks=tasks, limit=limit)
     prefix = blimp_prefix_token_id(tokenizer, prefix_token_id)
     loglikelihoods = blimp_loglikelihoods(model, tokenizer, pairs, prefix, batch_size, progress)
-
-    task_results = {}
-    for uid, task_pairs in pairs.items():
-        correct = sum(good >= bad for good, bad in loglikelihoods[uid])  # ties count as correct (argmax)
-        total = len(task_pairs)
-        task_results[uid] = {
-            "correct": correct,
-            "total": total,
-            "accuracy": 100.0 * correct / total,
-            "field": task_pairs[0].field,
-            "linguistics_term": task_pairs[0].linguistics_term,
-        }
+    task_results = blimp_task_results(pairs, loglikelihoods)
     overall = sum(t["accuracy"] for t in task_results.values()) / len(task_results)
     param = next(model.parameters())
     prefix_token = tokenizer.convert_ids_to_tokens(prefix)
