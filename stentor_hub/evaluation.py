@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from stentor_hub._resources import ordinary_permissions
+
 if TYPE_CHECKING:  # the CLI imports this module for --help; torch loads only when used
     import torch
 
@@ -566,7 +568,7 @@ def write_json_atomic(obj: dict, out: str | os.PathLike) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2)
             f.write("\n")
-        os.chmod(tmp, 0o644)
+        ordinary_permissions(tmp)  # mkstemp makes it owner-only
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
