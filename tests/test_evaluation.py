@@ -299,3 +299,49 @@ def test_cli_blimp_on_a_training_run_checkpoint(tiny_run, blimp_dir, tmp_path):
                  "--tasks", "anaphor_number_agreement", "--limit", "10", "--no-progress"]) == 0
     task = json.loads(out.read_text())["tasks"]["anaphor_number_agreement"]
     assert task["total"] == 10 and task["field"] == "morphology"
+
+
+def test_blimp_from_the_hub_dataset(tiny_model_dir, blimp_dir, tmp_path):
+    """--data nyu-mll/blimp: the dataset as the Hub lays it out (one parquet config per task),
+    served by the local Hub server and read through datasets, scores as the local files do."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    from hub_server import HubServer
+
+    tasks = ["adjunct_island", "anaphor_gender_agreement"]
+    token = "hf_test_nyu_mll_owner"
+    with HubServer(tmp_path / "hub", {token: "nyu-mll"}) as hub:
+        api = HfApi(endpoint=hub.url, token=token)
+        api.create_repo("nyu-mll/blimp", repo_type="dataset")
+        operations, configs = [], []
+        for uid in tasks:
+            rows = [json.loads(line) for line in (blimp_dir / f"{uid}.jsonl").read_text(encoding="utf-8").split("\n") if line.strip()]
+            pq.write_table(pa.Table.from_pylist(rows[:40]), tmp_path / f"{uid}.parquet")
+            operations.append(CommitOperationAdd(f"{uid}/train-00000-of-00001.parquet", str(tmp_path / f"{uid}.parquet")))
+            configs.append(f"- config_name: {uid}\n  data_files:\n  - split: train\n    path: {uid}/train-*")
+        operations.append(CommitOperationAdd("README.md", ("---\nconfigs:\n" + "\n".join(configs) + "\n---\n# BLiMP\n").encode()))
+        api.create_commit("nyu-mll/blimp", operations, commit_message="BLiMP as on the Hub", repo_type="dataset")
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"))
+        outputs = {}
+        for label, data in (("hub", "nyu-mll/blimp"), ("local", str(blimp_dir))):
+            out = tmp_path / f"{label}.json"
+            result = subprocess.run(
+                [sys.executable, "-m", "stentor_hub", "eval", "blimp", str(tiny_model_dir), "--data", data,
+                 "--tasks", ",".join(tasks), "--limit", "10", "--out", str(out)],
+                capture_output=True, text=True, env=env, timeout=600,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            outputs[label] = json.loads(out.read_text())
+    assert any(path.startswith("/datasets/nyu-mll/blimp/resolve/") for _, path in hub.requests)
+    for uid in tasks:
+        assert outputs["hub"]["tasks"][uid] == outputs["local"]["tasks"][uid]
+        assert outputs["hub"]["tasks"][uid]["total"] == 10
+    assert outputs["hub"]["overall"] == outputs["local"]["overall"]
