@@ -474,7 +474,7 @@ class Vocab:
                 result = tail_memo.get(data[p:])
             if result is None:
                 ids, q, reach, dropped, lookahead = segment(data, p, n, lookahead)
-                result = (ids, q - p, dropped)
+                result = (tuple(ids), q - p, dropped)  # a tuple of ints is not tracked by the GC
                 if key is not None and reach <= s + 1 and len(memo) < max_entries:
                     memo[key] = result  # the common case: the segment read no further than the space
                 else:
