@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -48,3 +49,17 @@ def ordinary_permissions(path: str | os.PathLike) -> None:
     path = Path(path)
     for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
         os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+
+
+def install_folder(written: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Move a completely written folder into place. Whatever was at ``destination`` is set
+    aside first and deleted only once the new folder is in place, so a crash leaves one of the
+    two whole, never neither; permissions become the umask's (see ``ordinary_permissions``)."""
+    written, destination = Path(written), Path(destination)
+    ordinary_permissions(written)
+    previous = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+    shutil.rmtree(previous, ignore_errors=True)  # left by an earlier crash, if any
+    if destination.exists():
+        os.replace(destination, previous)
+    os.replace(written, destination)
+    shutil.rmtree(previous, ignore_errors=True)

@@ -19,6 +19,17 @@ _COMMAND_MODULES = [
 ]
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: a clear message instead of a traceback for 0, -1 or 'ten'."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 class CLIError(Exception):
     """An error the CLI prints as one clear message (no traceback) and exits 2 on."""
 

@@ -689,17 +689,6 @@ def _cmd_perplexity(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
 
 def _add_model_args(parser) -> None:
     parser.add_argument("model", metavar="MODEL", help="model folder (e.g. RUN_DIR/final) or Hub id")
@@ -710,6 +699,8 @@ def _add_model_args(parser) -> None:
 
 
 def register_cli(subparsers) -> None:
+    from stentor_hub.cli import positive_int
+
     parser = subparsers.add_parser("eval", help="evaluate a model: BLiMP accuracy, perplexity")
     sub = parser.add_subparsers(dest="eval_command", metavar="BENCHMARK", required=True)
 
@@ -718,8 +709,8 @@ def register_cli(subparsers) -> None:
     blimp.add_argument("--data", required=True, help=f"folder of BLiMP *.jsonl files, or the Hub dataset {BLIMP_HUB_DATASET}")
     blimp.add_argument("--out", default="blimp_results.json", help="results file (default blimp_results.json)")
     blimp.add_argument("--tasks", help="comma-separated task UIDs (default: all)")
-    blimp.add_argument("--limit", type=_positive_int, help="first N pairs of each task")
-    blimp.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE)
+    blimp.add_argument("--limit", type=positive_int, help="first N pairs of each task")
+    blimp.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
     blimp.add_argument(
         "--prefix-token-id", type=int,
         help="context token id (default: the tokenizer's BOS, else EOS, as lm-eval; lm-eval's prefix_token_id)",
@@ -733,7 +724,7 @@ def register_cli(subparsers) -> None:
         help="text file, glob, or Hub dataset id; or a source as in the recipe YAML: '{path: val.txt, max_doc_chars: 25000}'",
     )
     ppl.add_argument("--out", default="ppl.json", help="results file (default ppl.json)")
-    ppl.add_argument("--block-size", type=_positive_int, help="tokens per block (default: the training run's, else the model's window)")
-    ppl.add_argument("--max-samples", type=_positive_int, help="use only the first N blocks (the recipe's max_eval_samples)")
-    ppl.add_argument("--batch-size", type=_positive_int, default=8)
+    ppl.add_argument("--block-size", type=positive_int, help="tokens per block (default: the training run's, else the model's window)")
+    ppl.add_argument("--max-samples", type=positive_int, help="use only the first N blocks (the recipe's max_eval_samples)")
+    ppl.add_argument("--batch-size", type=positive_int, default=8)
     ppl.set_defaults(func=_cmd_perplexity)

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from stentor_hub._resources import ordinary_permissions
+from stentor_hub._resources import install_folder
 from stentor_hub.card import ModelCardFacts, plot_curves, render_card
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
@@ -73,10 +73,7 @@ def stage_repository(run_dir: str | os.PathLike, staging_dir: str | os.PathLike,
             shutil.copy2(blimp, tmp / "blimp_results.json")
         plot_curves(facts.curves, tmp / "training_curves.svg", title=f"{facts.model_name}: training curves")
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        ordinary_permissions(tmp)  # mkdtemp (and transformers' safetensors writer) make them private
-        if staging_dir.exists():
-            shutil.rmtree(staging_dir)
-        os.replace(tmp, staging_dir)
+        install_folder(tmp, staging_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return staging_dir

@@ -561,17 +561,10 @@ def _cmd_quickstart(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
 
 def register_cli(subparsers) -> None:
+    from stentor_hub.cli import positive_int
+
     parser = subparsers.add_parser(
         "quickstart", help="train the tiny recipe, evaluate, write the card, stage (and optionally push) the repository",
         description="Raw text in, a loadable repository with a complete model card out: train the tiny-cpu recipe, "
@@ -592,13 +585,13 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--repo-id", metavar="OWNER/NAME", help="Hub repository named in the card (and pushed to with --push)")
     parser.add_argument("--push", action="store_true",
                         help="push the staged repository to --repo-id in one commit (token: HF_TOKEN or `hf auth login`)")
-    parser.add_argument("--max-steps", type=_positive_int, metavar="N",
+    parser.add_argument("--max-steps", type=positive_int, metavar="N",
                         help="train at most N steps (default: the recipe's rules, 2 epochs and at most 400 steps); "
                              "evaluation, checkpoints and the lr schedule scale with it")
-    parser.add_argument("--blimp-limit", type=_positive_int, default=DEFAULT_BLIMP_LIMIT, metavar="N",
+    parser.add_argument("--blimp-limit", type=positive_int, default=DEFAULT_BLIMP_LIMIT, metavar="N",
                         help=f"BLiMP pairs per task, the first N of each of the 67 (default {DEFAULT_BLIMP_LIMIT}; 1000 is all)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt of the sample (default {DEFAULT_PROMPT!r})")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="torch CPU threads (default: torch's, or 1 when other processes keep every core busy)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other tiny-cpu recipe override, e.g. --set data.cache_dir=/tmp/tokens (repeatable)")

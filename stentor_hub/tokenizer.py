@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from stentor_hub._resources import ordinary_permissions, shared_dir
+from stentor_hub._resources import install_folder, shared_dir
 
 DEFAULT_VOCAB = "english-8000-strict-nocapcode-v1"
 VOCAB_DIR_ENV = "STENTOR_VOCAB_DIR"
@@ -82,10 +82,7 @@ def export_tokenizer(vocab: str | os.PathLike, out_dir: str | os.PathLike):
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         tokenizer.save_pretrained(str(staging))
-        ordinary_permissions(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        install_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return tokenizer

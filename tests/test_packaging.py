@@ -64,3 +64,17 @@ def test_ordinary_permissions(tmp_path):
         os.umask(umask)
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o755
     assert stat.S_IMODE(os.stat(folder / "sub" / "model.safetensors").st_mode) == 0o644
+
+
+def test_install_folder_replaces_whole_folders(tmp_path):
+    from stentor_hub._resources import install_folder
+
+    destination = tmp_path / "out"
+    destination.mkdir()
+    (destination / "old.txt").write_text("old")
+    written = tmp_path / ".out.tmp"
+    written.mkdir()
+    (written / "new.txt").write_text("new")
+    install_folder(written, destination)
+    assert [p.name for p in destination.iterdir()] == ["new.txt"]
+    assert not written.exists() and [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing set aside is left

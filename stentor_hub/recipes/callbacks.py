@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from stentor_hub._resources import ordinary_permissions
+from stentor_hub._resources import install_folder
 
 CURVES_HEADER = ["step", "epoch", "train_loss", "eval_loss", "eval_ppl", "note"]
 COMPLETE_MARKER = "stentor_checkpoint_complete.json"
@@ -146,16 +146,11 @@ def save_model_atomic(model, out_dir: Path, extra: dict[str, str] | None = None)
     """``model.save_pretrained`` into a sibling temporary folder, then swap it into ``out_dir``."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     getattr(model, "module", model).save_pretrained(tmp, safe_serialization=True)
     for name, text in (extra or {}).items():
         (tmp / name).write_text(text)
-    ordinary_permissions(tmp)  # transformers writes model.safetensors owner-only
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    install_folder(tmp, out_dir)  # also fixes transformers' owner-only model.safetensors
 
 
 class ThroughputCallback(TrainerCallback):
