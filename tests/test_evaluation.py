@@ -301,19 +301,21 @@ def test_cli_blimp_on_a_training_run_checkpoint(tiny_run, blimp_dir, tmp_path):
     assert task["total"] == 10 and task["field"] == "morphology"
 
 
-def test_blimp_from_the_hub_dataset(tiny_model_dir, blimp_dir, tmp_path):
+def test_blimp_from_the_hub_dataset_and_a_hub_model(tiny_model_dir, blimp_dir, tmp_path, monkeypatch):
     """--data nyu-mll/blimp: the dataset as the Hub lays it out (one parquet config per task),
-    served by the local Hub server and read through datasets, scores as the local files do."""
+    served by the local Hub server and read through datasets, scores as the local files do;
+    and MODEL given as a Hub id (remote-code tokenizer included) scores as the local folder."""
     import os
     import subprocess
     import sys
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi, constants
 
     from hub_server import HubServer
 
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # read at import; the server speaks LFS only
     tasks = ["adjunct_island", "anaphor_gender_agreement"]
     token = "hf_test_nyu_mll_owner"
     with HubServer(tmp_path / "hub", {token: "nyu-mll"}) as hub:
@@ -327,20 +329,27 @@ def test_blimp_from_the_hub_dataset(tiny_model_dir, blimp_dir, tmp_path):
             configs.append(f"- config_name: {uid}\n  data_files:\n  - split: train\n    path: {uid}/train-*")
         operations.append(CommitOperationAdd("README.md", ("---\nconfigs:\n" + "\n".join(configs) + "\n---\n# BLiMP\n").encode()))
         api.create_commit("nyu-mll/blimp", operations, commit_message="BLiMP as on the Hub", repo_type="dataset")
+        api.create_repo("nyu-mll/tiny-stentor")
+        api.upload_folder(folder_path=str(tiny_model_dir), repo_id="nyu-mll/tiny-stentor")
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
         env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"))
         outputs = {}
-        for label, data in (("hub", "nyu-mll/blimp"), ("local", str(blimp_dir))):
+        for label, model, data in (
+            ("hub", "nyu-mll/tiny-stentor", "nyu-mll/blimp"),
+            ("local", str(tiny_model_dir), str(blimp_dir)),
+        ):
             out = tmp_path / f"{label}.json"
             result = subprocess.run(
-                [sys.executable, "-m", "stentor_hub", "eval", "blimp", str(tiny_model_dir), "--data", data,
+                [sys.executable, "-m", "stentor_hub", "eval", "blimp", model, "--data", data,
                  "--tasks", ",".join(tasks), "--limit", "10", "--out", str(out)],
                 capture_output=True, text=True, env=env, timeout=600,
             )
             assert result.returncode == 0, result.stderr[-3000:]
             outputs[label] = json.loads(out.read_text())
     assert any(path.startswith("/datasets/nyu-mll/blimp/resolve/") for _, path in hub.requests)
+    assert any(path.startswith("/nyu-mll/tiny-stentor/resolve/") and path.endswith("model.safetensors") for _, path in hub.requests)
+    assert outputs["hub"]["model"] == "nyu-mll/tiny-stentor"
     for uid in tasks:
         assert outputs["hub"]["tasks"][uid] == outputs["local"]["tasks"][uid]
         assert outputs["hub"]["tasks"][uid]["total"] == 10
