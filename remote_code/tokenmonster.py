@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import unicodedata
 
 __all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError"]

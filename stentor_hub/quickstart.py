@@ -27,17 +27,14 @@ impatient people; ``--set KEY=VALUE`` passes any other recipe override.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 RECIPE = "tiny-cpu"
 DEFAULT_WORKDIR = os.path.join("runs", "quickstart")

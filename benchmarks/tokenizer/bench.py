@@ -18,7 +18,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +112,7 @@ def main() -> None:
         ("engine, cold (fresh Vocab, one pass)", engine_cold["seconds"], engine_cold["tokens"]),
         ("engine, warm (second pass, memo filled)", engine["seconds"], engine["tokens"]),
         (f"HF tokenizer, batches of {args.batch_size} lines, cold", hf["seconds"], hf["tokens"]),
-        (f"datasets.map(batched, num_proc=2), cold", mapped["seconds"], mapped["tokens"]),
+        ("datasets.map(batched, num_proc=2), cold", mapped["seconds"], mapped["tokens"]),
     ]
     print(f"best of {args.repeat} runs each; corpus: {args.corpus.name}, {mb:.2f} MB, {len(args.corpus.read_text(encoding='utf-8').split(chr(10)))} lines; "
           f"vocab: {args.vocab.name}; python {platform.python_version()}, transformers {hf.get('transformers')}, {os.cpu_count()} CPUs")
