@@ -24,8 +24,10 @@ bytes the scan actually reads before it reaches the next fresh state. ``_segment
 the scan from one fresh state to the next and records how far it read; the result is
 memoised under exactly those bytes (cut at the next space, which is where fresh states
 almost always fall). A later text that starts with the same bytes at a fresh state must
-take the same decisions, so the memo is exact, not a heuristic. A native implementation
-can replace ``Vocab._encode_normalized`` behind the same API.
+take the same decisions, so the memo is exact, not a heuristic. Reading less makes the
+keys shorter and the memo hit more often: where the bounds of a branch's score already
+decide a step, the look-ahead walk that would refine it is skipped. A native
+implementation can replace ``Vocab._encode_normalized`` behind the same API.
 """
 
 from __future__ import annotations
@@ -493,9 +495,9 @@ class Vocab:
             memo.clear()
             self._ext_memo.clear()
             self._tail_memo.clear()
+        if n - p <= _TAIL_REACH and (reach > n or s < 0):
+            self._tail_memo[data[p:]] = result  # keyed by everything that follows: always exact
         if reach > n:
-            if n - p <= _TAIL_REACH:
-                self._tail_memo[data[p:]] = result
             if s >= 0 and s + 1 - p <= _MEMO_MAX_KEY and data[p : s + 1] not in memo:
                 memo[data[p : s + 1]] = _Longer()
             return
@@ -581,6 +583,32 @@ def _compile_scanner(trie, maxlen, keys, flags, nwords, key_len, alt1s, alt2s, i
         cross_plain[bits] = common - 103 * (end_letter & start_letter2)
         cross_spaced[bits] = common - 103 * end_letter - 1
     missing_ids = (unk_id,) if unk_id is not None else ()
+    # Bounds of branch 1's score past the current token: g = what the look-ahead token at j
+    # adds (its length, its own parts, the class of the byte after it), over every key that
+    # starts with the byte at j, for each combination of the current token's end bits. Only
+    # for bytes that have a single-byte token (the walk always finds something) and that no
+    # letter-initial key starts with (so no spaced branch): there branch 1 is one number.
+    classes_after = set(bc)
+    no_letter_start = [False] * 256
+    for b, (entry, _) in trie.items():
+        no_letter_start[b] = entry >= 0
+    for e, key in enumerate(keys):
+        if flags[e] & 2:
+            no_letter_start[key[0]] = False
+    g_min = [None] * 1024
+    g_max = [None] * 1024
+    for e, key in enumerate(keys):
+        b = key[0]
+        if not no_letter_start[b]:
+            continue
+        for end_bits in range(4):
+            at = end_bits << 8 | b
+            for nb in classes_after:
+                g = key_len[e] + second_plain[e] + class_part[nb] + cross_plain[end_bits << 4 | second_bits[e] | nb & 1]
+                if g_min[at] is None or g < g_min[at]:
+                    g_min[at] = g
+                if g_max[at] is None or g > g_max[at]:
+                    g_max[at] = g
 
     def longest(data: bytes, j: int, n: int, children=trie, best=-1, best_len=0, k=0):
         """Longest key that is a prefix of ``data[j:]``: (entry, length, reach), where
@@ -644,40 +672,6 @@ def _compile_scanner(trie, maxlen, keys, flags, nwords, key_len, alt1s, alt2s, i
                 break
             s1 = s2 = s3 = s1b = s2b = s3b = _NEG
 
-            # branch 1: cur, then the longest token at j
-            n1, l1, r1 = longest(data, j, n)
-            r = r1
-            if r > reach:
-                reach = r
-            if n1 >= 0:
-                x = j + l1
-                if x < n:
-                    nb = bc[data[x]]
-                    if x + 1 > reach:
-                        reach = x + 1
-                else:
-                    nb = bc[0]
-                    reach = n + 1
-                f2 = flags[n1]
-                w2 = nwords[n1]
-                s1 = L + l1 + first[fd][cur] + second_plain[n1] + class_part[nb] + cross_plain[first_bits[cur] | second_bits[n1] | nb & 1]
-                if has_delete and f2 & 2 and nb == 1 and w2 == 0:
-                    m, k, r = longest_spaced(data, j, n)
-                    if r > reach:
-                        reach = r
-                    if k > l1 + 1:
-                        k -= 1
-                        x = j + k
-                        if x < n:
-                            nb = bc[data[x]]
-                            if x + 1 > reach:
-                                reach = x + 1
-                        else:
-                            nb = bc[0]
-                            reach = n + 1
-                        s1b = L + k + first[fd][cur] + second_spaced[m] + class_part[nb] + cross_spaced[first_bits[cur] | second_bits[m] | nb & 1]
-                        n1b, l1b = m, k
-
             # branches 2 and 3: an alternative (a shorter prefix) of cur, then the longest after it
             a1 = alt1s[cur]
             if a1 >= 0:
@@ -740,6 +734,54 @@ def _compile_scanner(trie, maxlen, keys, flags, nwords, key_len, alt1s, alt2s, i
                     else:
                         s3, s3b, n3_, l3_, n3b, l3b, la3, r3 = sa, sb, n2, l2, nb_, lb, la, ra
                         break
+
+            # branch 1: cur, then the longest token at j. When no token starting with the
+            # byte at j begins with a letter (so no spaced branch), the bounds of what branch 1
+            # can score may already decide against the alternatives: then the walk is skipped
+            # and the bytes it would read do not become part of the memo key.
+            b = data[j]
+            walk_j = True
+            if no_letter_start[b]:
+                base = L + first[fd][cur]
+                at = first_bits[cur] << 4 | b
+                best_alt = max(s2, s3, s2b, s3b)
+                if base + g_min[at] >= best_alt:
+                    out.append(idof[cur])
+                    return out, j, reach, 0, None
+                walk_j = base + g_max[at] >= best_alt
+            if walk_j:
+                n1, l1, r1 = longest(data, j, n)
+                r = r1
+                if r > reach:
+                    reach = r
+                if n1 >= 0:
+                    x = j + l1
+                    if x < n:
+                        nb = bc[data[x]]
+                        if x + 1 > reach:
+                            reach = x + 1
+                    else:
+                        nb = bc[0]
+                        reach = n + 1
+                    f2 = flags[n1]
+                    w2 = nwords[n1]
+                    s1 = L + l1 + first[fd][cur] + second_plain[n1] + class_part[nb] + cross_plain[first_bits[cur] | second_bits[n1] | nb & 1]
+                    if has_delete and f2 & 2 and nb == 1 and w2 == 0:
+                        m, k, r = longest_spaced(data, j, n)
+                        if r > reach:
+                            reach = r
+                        if k > l1 + 1:
+                            k -= 1
+                            x = j + k
+                            if x < n:
+                                nb = bc[data[x]]
+                                if x + 1 > reach:
+                                    reach = x + 1
+                            else:
+                                nb = bc[0]
+                                reach = n + 1
+                            s1b = L + k + first[fd][cur] + second_spaced[m] + class_part[nb] + cross_spaced[first_bits[cur] | second_bits[m] | nb & 1]
+                            n1b, l1b = m, k
 
             best = max(s1, s2, s3, s1b, s2b, s3b)
             if best == _NEG:
