@@ -445,11 +445,12 @@ class Vocab:
         if n == 0 or self.max_token_len == 0:
             return [], 0
         memo = self._memo
-        ext_memo = self._ext_memo
-        tail_memo = self._tail_memo
+        memo_get = memo.get
+        ext_get = self._ext_memo.get
+        tail_get = self._tail_memo.get
         find = data.find
         segment = self._segment
-        longer_marker, max_key, max_entries, tail_reach = _Longer, _MEMO_MAX_KEY, _MEMO_MAX_ENTRIES, _TAIL_REACH
+        longer_marker, max_key, max_entries, tail_start = _Longer, _MEMO_MAX_KEY, _MEMO_MAX_ENTRIES, n - _TAIL_REACH
         out = []
         missing = 0
         p = 0
@@ -457,34 +458,37 @@ class Vocab:
         while p < n:
             # The memo entry for the fresh state at p: first by the text up to the next space,
             # then, if segments starting so read further, by their exact lengths.
-            result = key = None
             s = find(b" ", p + 1)
-            if 0 <= s < p + max_key:
-                key = data[p : s + 1]
-                result = memo.get(key)
-                if result is not None and result.__class__ is longer_marker:
+            if s >= 0:
+                result = memo_get(data[p : s + 1])
+                if result.__class__ is longer_marker:
                     # segments starting with this word read on past the space: their exact
                     # lengths, indexed by the byte after the space
                     found = None
-                    for length in result.by_next_byte.get(data[s + 1], ()) if s + 1 < n else ():
-                        found = ext_memo.get(data[p : p + length])
-                        if found is not None:
-                            break
+                    if s + 1 < n:
+                        for length in result.by_next_byte.get(data[s + 1], ()):
+                            found = ext_get(data[p : p + length])
+                            if found is not None:
+                                break
                     result = found
-            if result is None and n - p <= tail_reach:
-                result = tail_memo.get(data[p:])
+            else:
+                result = None
+            if result is None and p >= tail_start:
+                result = tail_get(data[p:])
             if result is None:
                 ids, q, reach, dropped, lookahead = segment(data, p, n, lookahead)
                 result = (tuple(ids), q - p, dropped)  # a tuple of ints is not tracked by the GC
-                if key is not None and reach <= s + 1 and len(memo) < max_entries:
-                    memo[key] = result  # the common case: the segment read no further than the space
+                if 0 <= s < p + max_key and reach <= s + 1 and len(memo) < max_entries:
+                    memo[data[p : s + 1]] = result  # the common case: read no further than the space
                 else:
                     self._remember(data, p, n, s, reach, result)
             else:
                 lookahead = None
-            out += result[0]
-            p += result[1]
-            missing += result[2]
+            ids, length, dropped = result
+            out += ids
+            p += length
+            if dropped:
+                missing += dropped
         return out, missing
 
     def _remember(self, data: bytes, p: int, n: int, s: int, reach: int, result) -> None:
