@@ -317,25 +317,39 @@ class StentorTokenizer(PreTrainedTokenizer):
     ) -> BatchEncoding:
         """What transformers' batch path returns for a plain batch (see _is_plain_batch),
         without its per-sequence overhead: encode each text, pad once, convert once."""
-        tokenize_options = {} if split_special_tokens is None else {"split_special_tokens": split_special_tokens}
+        if split_special_tokens is None:
+            split_special_tokens = self.split_special_tokens
+        pattern = None if split_special_tokens else self._added_tokens_regex()
+        encode = self._vocab.encode
+        add_specials = add_special_tokens and (self.add_bos_token or self.add_eos_token)
         input_ids = []
         for text in texts:
-            ids = self.convert_tokens_to_ids(self.tokenize(text, **tokenize_options))
-            if add_special_tokens:
+            if pattern is not None and pattern.search(text):
+                ids = self.convert_tokens_to_ids(self.tokenize(text, split_special_tokens=False))
+            else:
+                ids = encode(text)  # what tokenize + convert_tokens_to_ids give, without the strings
+            if add_specials:
                 ids = self.build_inputs_with_special_tokens(ids)
             self._eventual_warn_about_too_long_sequence(ids, max_length, verbose)
             input_ids.append(ids)
         batch = {"input_ids": input_ids}
         if return_length:
             batch["length"] = [len(ids) for ids in input_ids]
-        batch = self.pad(
-            batch,
-            padding=getattr(padding_strategy, "value", padding_strategy),
-            max_length=max_length,
-            pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side,
-            return_attention_mask=return_attention_mask,
-        )
+        padding = getattr(padding_strategy, "value", padding_strategy)
+        if padding in (False, None, "do_not_pad"):
+            if return_attention_mask is None:
+                return_attention_mask = "attention_mask" in self.model_input_names
+            if return_attention_mask:
+                batch["attention_mask"] = [[1] * len(ids) for ids in input_ids]
+        else:
+            batch = self.pad(
+                batch,
+                padding=padding,
+                max_length=max_length,
+                pad_to_multiple_of=pad_to_multiple_of,
+                padding_side=padding_side,
+                return_attention_mask=return_attention_mask,
+            )
         return BatchEncoding(batch, tensor_type=return_tensors)
 
     # -- decoding -----------------------------------------------------------------------

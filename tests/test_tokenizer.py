@@ -272,13 +272,14 @@ def test_remote_code_is_self_contained():
     ],
     ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults",
 )
-def test_plain_batches_match_transformers_batch_path(tokenizer_dir, options):
+@pytest.mark.parametrize("add_bos_token", [True, False])
+def test_plain_batches_match_transformers_batch_path(tokenizer_dir, options, add_bos_token):
     """Plain batches skip transformers' per-sequence machinery; truncation=True with a long
     max_length sends the same batch through transformers' own path, with the same result."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True, add_bos_token=True)
-    texts = ["Short one.", "A longer sentence, with </s> inside and café.", "", "日本語 😀"]
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True, add_bos_token=add_bos_token)
+    texts = ["Short one.", "A longer sentence, with </s> inside and café.", "", "日本語 😀", "<|reserved_3|>x<s>"]
     fast = tok(texts, **options)
     slow = tok(texts, truncation=True, **{"max_length": 10_000, **options})
     assert list(fast.keys()) == list(slow.keys())
