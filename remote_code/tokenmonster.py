@@ -599,20 +599,31 @@ def _compile_scanner(trie, maxlen, keys, flags, nwords, key_len, alt1s, alt2s, i
     for e, key in enumerate(keys):
         if flags[e] & 2:
             no_letter_start[key[0]] = False
+    # min and max of key length + own score parts per (first byte, second_bits), then the
+    # cross terms per end-bits combination and class after (few groups: cheap at load time)
+    groups = {}
+    for e, key in enumerate(keys):
+        if no_letter_start[key[0]]:
+            v = key_len[e] + second_plain[e]
+            group = (key[0], second_bits[e])
+            low_high = groups.get(group)
+            if low_high is None:
+                groups[group] = [v, v]
+            elif v < low_high[0]:
+                low_high[0] = v
+            elif v > low_high[1]:
+                low_high[1] = v
     g_min = [None] * 1024
     g_max = [None] * 1024
-    for e, key in enumerate(keys):
-        b = key[0]
-        if not no_letter_start[b]:
-            continue
+    for (b, bits), (low, high) in groups.items():
         for end_bits in range(4):
             at = end_bits << 8 | b
             for nb in classes_after:
-                g = key_len[e] + second_plain[e] + class_part[nb] + cross_plain[end_bits << 4 | second_bits[e] | nb & 1]
-                if g_min[at] is None or g < g_min[at]:
-                    g_min[at] = g
-                if g_max[at] is None or g > g_max[at]:
-                    g_max[at] = g
+                extra = class_part[nb] + cross_plain[end_bits << 4 | bits | nb & 1]
+                if g_min[at] is None or low + extra < g_min[at]:
+                    g_min[at] = low + extra
+                if g_max[at] is None or high + extra > g_max[at]:
+                    g_max[at] = high + extra
 
     def longest(data: bytes, j: int, n: int, children=trie, best=-1, best_len=0, k=0):
         """Longest key that is a prefix of ``data[j:]``: (entry, length, reach), where
