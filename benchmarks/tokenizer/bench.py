@@ -62,6 +62,22 @@ elif kind == "hf":
         n_tokens += sum(len(ids) for ids in tok(lines[i : i + batch_size])["input_ids"])
     out["seconds"] = time.perf_counter() - t; out["cpu_seconds"] = time.process_time() - cpu
     out["tokens"] = n_tokens; out["rss_after_mb"] = rss_mb(); out["transformers"] = transformers.__version__
+elif kind == "naive":
+    # the yardstick of the issue (about 0.05 MB/s): a direct port of SPEC §5.3, on the first
+    # lines of the corpus; the ratio to it is what this machine's noise does not move
+    sys.path.insert(0, os.environ["BENCH_REFERENCE_DIR"])
+    from tokenmonster_reference import tokenize_reference
+    from stentor_hub.tokenmonster import Vocab
+    vocab = Vocab.load(vocab_path)
+    sample = []
+    for l in lines:
+        if sum(len(s) for s in sample) > 60_000:
+            break
+        sample.append(vocab.normalize(l))
+    out["bytes"] = sum(len(l.encode("utf-8")) for l in lines[: len(sample)])
+    t = time.perf_counter()
+    out["tokens"] = sum(len(tokenize_reference(vocab, s)[0]) for s in sample)
+    out["seconds"] = time.perf_counter() - t
 elif kind == "paired":
     # The wrapper's cost, measured so that machine noise cancels: a fresh engine and a fresh
     # HF tokenizer encode the same batches in lockstep (order alternating), both cold.
@@ -100,7 +116,7 @@ print("RESULT " + json.dumps(out))
 def run(kind: str, corpus: Path, vocab: Path, tok_dir: Path, batch_size: int) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, kind, str(corpus), str(vocab), str(tok_dir), str(batch_size)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "BENCH_REFERENCE_DIR": str(REPO / "tests")},
     )
     if result.returncode != 0:
         raise SystemExit(f"{kind} measurement failed:\n{result.stderr[-3000:]}")
@@ -125,12 +141,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tok_dir = Path(tmp) / "tok"
         export_tokenizer(args.vocab, tok_dir)
-        runs = {kind: [] for kind in ("engine_warm", "engine", "hf", "datasets", "paired")}
+        runs = {kind: [] for kind in ("engine_warm", "engine", "hf", "datasets", "paired", "naive")}
         for _ in range(args.repeat):
             for kind in runs:
                 runs[kind].append(run(kind, args.corpus, args.vocab, tok_dir, args.batch_size))
         engine, engine_cold, hf, mapped = (min(runs[k], key=lambda r: r["seconds"]) for k in ("engine_warm", "engine", "hf", "datasets"))
         paired = sorted(r["hf_seconds"] / r["engine_seconds"] - 1 for r in runs["paired"])
+        naive = min(runs["naive"], key=lambda r: r["bytes"] / r["seconds"])
 
     mb = engine_cold["bytes"] / 1e6
     rows = [
@@ -151,6 +168,9 @@ def main() -> None:
     print(f"|{'-' * 48}|{'-' * 34}|")
     spread = f"median of {len(paired)}: {paired[len(paired) // 2] * 100:.1f}% (range {paired[0] * 100:.1f}..{paired[-1] * 100:.1f})"
     print(f"| {'HF wrapper overhead, paired batches (cold)':<46} | {spread:>32} |")
+    naive_mb_s = naive["bytes"] / naive["seconds"] / 1e6
+    print(f"| {'naive port of SPEC §5.3, first ' + format(naive['bytes'] // 1000) + ' KB':<46} | {naive_mb_s:29.3f} MB/s |")
+    print(f"| {'engine cold / naive port':<46} | {mb / engine_cold['seconds'] / naive_mb_s:31.1f}x |")
     print(f"| {'tokens identical (engine vs HF vs datasets)':<46} | {str(engine_cold['tokens'] == hf['tokens'] == mapped['tokens']):>32} |")
     print(f"| {'Vocab.load time':<46} | {engine_cold['load_s'] * 1000:29.0f} ms |")
     print(f"| {'AutoTokenizer.from_pretrained time':<46} | {hf['load_s'] * 1000:29.0f} ms |")
