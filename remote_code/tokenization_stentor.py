@@ -161,8 +161,13 @@ class StentorTokenizer(PreTrainedTokenizer):
 
     # -- encoding -----------------------------------------------------------------------
 
-    def _added_tokens_regex(self):
-        """A regex of the added tokens' strings, rebuilt when tokens are added."""
+    def _special_tokens_regex(self, split_special_tokens=None):
+        """A regex of the added tokens' strings (rebuilt when tokens are added), or None when
+        special-token strings are to be split like text (``None``: the tokenizer's setting)."""
+        if split_special_tokens is None:
+            split_special_tokens = self.split_special_tokens
+        if split_special_tokens:
+            return None
         encoder = self._added_tokens_encoder
         if self._specials_pattern_key != (id(encoder), len(encoder)):
             alternatives = sorted(encoder, key=len, reverse=True)
@@ -174,9 +179,8 @@ class StentorTokenizer(PreTrainedTokenizer):
         """Token strings of ``text``. Special-token strings written in the text (``</s>``,
         ``<s>``, reserved and added tokens) become those tokens unless
         ``split_special_tokens=True``."""
-        split_special_tokens = kwargs.pop("split_special_tokens", self.split_special_tokens)
+        pattern = self._special_tokens_regex(kwargs.pop("split_special_tokens", None))
         text, kwargs = self.prepare_for_tokenization(text, **kwargs)
-        pattern = None if split_special_tokens else self._added_tokens_regex()
         if pattern is not None and pattern.search(text):
             # rare: let transformers split on added tokens (it honours lstrip/rstrip/single_word)
             return super().tokenize(text, split_special_tokens=False, **kwargs)
@@ -317,9 +321,7 @@ class StentorTokenizer(PreTrainedTokenizer):
     ) -> BatchEncoding:
         """What transformers' batch path returns for a plain batch (see _is_plain_batch),
         without its per-sequence overhead: encode each text, pad once, convert once."""
-        if split_special_tokens is None:
-            split_special_tokens = self.split_special_tokens
-        pattern = None if split_special_tokens else self._added_tokens_regex()
+        pattern = self._special_tokens_regex(split_special_tokens)
         encode = self._vocab.encode
         add_specials = add_special_tokens and (self.add_bos_token or self.add_eos_token)
         input_ids = []
