@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 
 from transformers import AddedToken, BatchEncoding, PreTrainedTokenizer
 
@@ -359,19 +358,30 @@ class StentorTokenizer(PreTrainedTokenizer):
     def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None, **kwargs) -> str:
         """Text of ``token_ids``.
 
-        The text comes back in Unicode NFC: TokenMonster works on the NFD form of the input
-        (plus a U+034F COMBINING GRAPHEME JOINER after every 30 consecutive combining marks),
-        and decoding recomposes it, so ``decode(encode(s)) == unicodedata.normalize("NFC", s)``
+        The text comes back as the tokens spell it, which is Unicode NFD: TokenMonster works
+        on the NFD form of the input (plus a U+034F COMBINING GRAPHEME JOINER after every 30
+        consecutive combining marks), so ``decode(encode(s)) == unicodedata.normalize("NFD", s)``
         whenever every byte of ``s`` has a token and ``s`` has no DEL (U+007F) and no run of
-        more than 30 combining marks. Bytes that are not valid UTF-8 (an unfinished character
-        at the end, or lone byte tokens) become U+FFFD, one per maximal invalid sequence, as
+        more than 30 combining marks. Call ``unicodedata.normalize("NFC", text)`` on the result
+        for composed text.
+
+        Why not NFC: decoding must be prefix-stable for streaming. transformers' streamers
+        decode a growing list of ids and print only what is new; composing ``U`` with a
+        U+0308 that arrives in the next token would rewrite text already printed (``Ü``),
+        and the streamer would skip a character. Without recomposition the decode of a
+        prefix of the ids is a prefix of the decode of the whole.
+
+        Bytes that are not valid UTF-8 (an unfinished character at the end, or lone byte
+        tokens) become U+FFFD, one per maximal invalid sequence, as
         ``bytes.decode("utf-8", "replace")`` does. Special tokens appear as their strings
         unless ``skip_special_tokens``; the text between them is decoded piece by piece.
 
         Unfinished text: when the ids end with a delete marker that has nothing left to act
-        on (it glues the next word to what came before), trailing newlines are held back
-        until that word arrives. transformers' streamers restart decoding after every
-        newline and would otherwise lose the marker; a tokenized text never ends this way.
+        on yet (it glues the next word to what came before), the text ends with that marker,
+        U+007F, which the next token consumes. Streamers never print a trailing U+007F before
+        the stream ends, and a text cut there does not end in a newline, so streamers that
+        restart after every newline (transformers 4.x and 5.0-5.23 clear their cache) never
+        restart inside the marker's pending effect. A tokenized text never ends this way.
         """
         if isinstance(token_ids, int):
             token_ids = [token_ids]
@@ -394,16 +404,11 @@ class StentorTokenizer(PreTrainedTokenizer):
                 pieces.append(decode(run))
                 run = []
             pieces.append(token.content.encode("utf-8"))
-        pending_delete = False
         if run:
             pieces.append(decode(run))
-            pending_delete = self._ends_with_pending_delete(run)
-        text = b"".join(pieces).decode("utf-8", "replace")
-        if not text.isascii():
-            text = unicodedata.normalize("NFC", text)
-        if pending_delete:
-            text = text.rstrip("\n")
-        return text
+            if self._ends_with_pending_delete(run):
+                pieces.append(b"\x7f")
+        return b"".join(pieces).decode("utf-8", "replace")
 
     def _ends_with_pending_delete(self, ids) -> bool:
         """Whether the bytes of ``ids`` end with an odd run of 0x7F (capcode delete markers):

@@ -78,3 +78,34 @@ def test_install_folder_replaces_whole_folders(tmp_path):
     install_folder(written, destination)
     assert [p.name for p in destination.iterdir()] == ["new.txt"]
     assert not written.exists() and [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing set aside is left
+
+
+def _locked(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_supported_ranges_are_the_tested_ones():
+    """pyproject's range for the libraries whose releases change our behaviour starts at the
+    locked (CI-tested) version and stops below the next major version (make test-latest);
+    every package of both environments is locked to an exact version."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    lock, lock_tf4 = _locked(REPO / "requirements" / "lock.txt"), _locked(REPO / "requirements" / "lock-tf4.txt")
+    assert lock_tf4["transformers"].startswith("4.57.")
+    requirements = {}
+    for spec in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(spec)
+        requirements[req.name.lower().replace("_", "-")] = req.specifier
+    for name in requirements:
+        assert name in lock, f"{name} is a dependency but not in requirements/lock.txt"
+        assert requirements[name].contains(lock[name]), (name, lock[name], str(requirements[name]))
+    for name in ("transformers", "huggingface-hub", "datasets", "accelerate"):
+        major, minor = lock[name].split(".")[:2]
+        assert set(str(requirements[name]).split(",")) == {f">={major}.{minor}", f"<{int(major) + 1}"}, (name, lock[name])
