@@ -377,11 +377,12 @@ class StentorTokenizer(PreTrainedTokenizer):
         unless ``skip_special_tokens``; the text between them is decoded piece by piece.
 
         Unfinished text: when the ids end with a delete marker that has nothing left to act
-        on yet (it glues the next word to what came before), the text ends with that marker,
-        U+007F, which the next token consumes. Streamers never print a trailing U+007F before
-        the stream ends, and a text cut there does not end in a newline, so streamers that
-        restart after every newline (transformers 4.x and 5.0-5.23 clear their cache) never
-        restart inside the marker's pending effect. A tokenized text never ends this way.
+        on yet (it glues the next word to what came before), the text ends with U+FFFD, as it
+        does when the ids end inside a UTF-8 character; the next token replaces it. Streamers
+        and incremental detokenizers (vLLM's) hold back a trailing U+FFFD, and a text cut there
+        does not end in a newline, so streamers that restart after every newline (transformers
+        4.x to 5.23 clear their cache there) never restart while the marker is pending. A
+        tokenized text never ends this way.
         """
         if isinstance(token_ids, int):
             token_ids = [token_ids]
@@ -407,7 +408,7 @@ class StentorTokenizer(PreTrainedTokenizer):
         if run:
             pieces.append(decode(run))
             if self._ends_with_pending_delete(run):
-                pieces.append(b"\x7f")
+                pieces.append(b"\xff")  # an unfinished sequence, like a cut UTF-8 character
         return b"".join(pieces).decode("utf-8", "replace")
 
     def _ends_with_pending_delete(self, ids) -> bool:
@@ -428,6 +429,14 @@ class StentorTokenizer(PreTrainedTokenizer):
         return self._decode([self.convert_tokens_to_ids(t) for t in tokens])
 
     # -- saving -------------------------------------------------------------------------
+
+    def save_chat_templates(self, save_directory, tokenizer_config: dict, filename_prefix, save_jinja_files: bool):
+        """Writes ``chat_template.jinja`` as transformers does, and the template into
+        ``tokenizer_config.json`` as well: serving engines such as TGI read it only there."""
+        tokenizer_config, saved = super().save_chat_templates(save_directory, tokenizer_config, filename_prefix, save_jinja_files)
+        if isinstance(self.chat_template, str):
+            tokenizer_config["chat_template"] = self.chat_template
+        return tokenizer_config, saved
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
         if not os.path.isdir(save_directory):

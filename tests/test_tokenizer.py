@@ -128,12 +128,12 @@ def test_decode_encode_round_trip_is_nfd(tokenizer, text):
 @given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60), data=st.data())
 def test_decode_of_a_prefix_is_a_prefix(tokenizer, text, data):
     """What streaming relies on: decoding the first k ids gives a prefix of decoding them all,
-    up to what the cut leaves unfinished: a pending delete marker (U+007F) and an incomplete
-    UTF-8 character (U+FFFD), both replaced once the next tokens arrive."""
+    up to what the cut leaves unfinished (a pending delete marker or an incomplete UTF-8
+    character, each a U+FFFD), which the next tokens replace."""
     ids = tokenizer.encode(text)
     cut = data.draw(st.integers(0, len(ids)))
     head, whole = tokenizer.decode(ids[:cut]), tokenizer.decode(ids)
-    assert whole.startswith(head.removesuffix("\x7f").rstrip("\ufffd"))
+    assert whole.startswith(head.rstrip("\ufffd"))
 
 
 def _combining_runs(text: str):
@@ -215,11 +215,12 @@ def _random_generations(tokenizer, rnd: random.Random, count: int) -> list[list[
     return sequences
 
 
-def test_a_pending_delete_marker_ends_the_text_until_its_word_arrives(tokenizer):
+def test_a_pending_delete_marker_decodes_as_unfinished_until_its_word_arrives(tokenizer):
     """The delete marker (id 98) glues the next word on; until it comes, the text ends with
-    U+007F, so it neither ends in a newline (where streamers restart) nor loses the marker."""
+    U+FFFD (unfinished, as a cut UTF-8 character), so it neither ends in a newline (where
+    streamers restart) nor loses the marker."""
     ids = tokenizer.encode("one\n") + [98]
-    assert tokenizer.decode(ids) == "one\n\x7f"
+    assert tokenizer.decode(ids) == "one\n\ufffd"
     the = tokenizer.encode(" the")
     assert tokenizer._vocab.id_to_token(the[0]).startswith(b" ")
     assert tokenizer.decode(ids + the) == "one\nthe"
@@ -354,3 +355,74 @@ def test_split_special_tokens_in_batches(tokenizer):
     batch = tokenizer(texts, split_special_tokens=True)["input_ids"]
     assert batch == [tokenizer(t, split_special_tokens=True)["input_ids"] for t in texts]
     assert all(8000 not in ids and 8001 not in ids for ids in batch)
+
+
+def _incremental_detokenize(tokenizer, prompt: list[int], generated: list[int], window: int = 5) -> str:
+    """Incremental detokenization as vLLM and TGI do it: token strings from
+    convert_ids_to_tokens, a window of them decoded twice with convert_tokens_to_string (up to
+    the read offset and to the end; added tokens kept apart), the difference emitted unless it
+    ends with U+FFFD (unfinished), and the offsets moved on only when text was emitted."""
+    added = set(tokenizer.get_added_vocab())
+
+    def text_of(tokens):
+        parts, run = [], []
+        for token in tokens:
+            if token in added:
+                if run:
+                    parts.append(tokenizer.convert_tokens_to_string(run))
+                    run = []
+                parts.append(token)
+            else:
+                run.append(token)
+        if run:
+            parts.append(tokenizer.convert_tokens_to_string(run))
+        return "".join(parts)
+
+    tokens = tokenizer.convert_ids_to_tokens(prompt[-window - 2:])
+    read_offset = len(tokens)
+    prefix_offset = max(read_offset - window, 0)
+    out = []
+    for token_id in generated:
+        tokens += tokenizer.convert_ids_to_tokens([token_id])
+        prefix_text = text_of(tokens[prefix_offset:read_offset])
+        new_text = text_of(tokens[prefix_offset:])
+        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+            out.append(new_text[len(prefix_text):])
+            prefix_offset, read_offset = read_offset, len(tokens)
+    return "".join(out)
+
+
+def test_token_strings_round_trip(tokenizer, shared):
+    """convert_ids_to_tokens / convert_tokens_to_string give back the decode exactly, for whole
+    texts and for every window of them (serving engines decode windows)."""
+    rnd = random.Random(3)
+    for text in _vector_texts(shared) + _STREAMING_TEXTS:
+        ids = tokenizer.encode(text)
+        assert tokenizer.convert_tokens_to_ids(tokenizer.convert_ids_to_tokens(ids)) == ids
+        assert tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens(ids)) == tokenizer.decode(ids), text[:40]
+        if ids:
+            a = rnd.randrange(len(ids))
+            b = rnd.randrange(a, len(ids) + 1)
+            assert tokenizer.convert_tokens_to_string(tokenizer.convert_ids_to_tokens(ids[a:b])) == tokenizer.decode(ids[a:b])
+
+
+def test_incremental_detokenization_as_serving_engines_do_it(tokenizer, shared):
+    texts = [t for t in _vector_texts(shared) if "<" not in t][:80] + _STREAMING_TEXTS
+    for text in texts:
+        ids = tokenizer.encode(text)
+        for split in sorted({1, len(ids) // 3, len(ids) // 2}):
+            if not 0 < split < len(ids) or tokenizer.decode(ids[:split]).endswith("\ufffd"):
+                continue  # a prompt is text: it does not end inside a character
+            expected = tokenizer.decode(ids)[len(tokenizer.decode(ids[:split])):]
+            assert _incremental_detokenize(tokenizer, ids[:split], ids[split:]) == expected, text[:40]
+    for ids in _random_generations(tokenizer, random.Random(11), 200):
+        prompt, generated = tokenizer.encode("A prompt."), ids
+        expected = tokenizer.decode(prompt + generated)[len("A prompt."):]
+        # an engine never emits a trailing unfinished U+FFFD; everything before it must match
+        assert _incremental_detokenize(tokenizer, prompt, generated) == expected.rstrip("\ufffd"), ids
+
+
+def test_chat_template_in_both_places(tokenizer_dir, tokenizer):
+    """transformers reads chat_template.jinja; TGI reads tokenizer_config.json only."""
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == (tokenizer_dir / "chat_template.jinja").read_text() == tokenizer.chat_template
