@@ -26,7 +26,7 @@ $(VENV)/.ready: $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(TORCH)
-	$(VENV)/bin/pip install --quiet -c $(LOCK) ".[test]"
+	$(VENV)/bin/pip install --quiet -c $(LOCK) ".[test,onnx]"
 	touch $@
 
 $(VENV_TF4)/.ready: $(LOCK_TF4)
@@ -68,7 +68,7 @@ lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
 	.venv-lock/bin/pip install --quiet $(TORCH)
-	.venv-lock/bin/pip install --quiet ".[test]"
+	.venv-lock/bin/pip install --quiet ".[test,onnx]"
 	.venv-lock/bin/pip freeze --exclude stentor-hub | sed 's/+cpu$$//' > $(LOCK)
 	$(PYTHON) -m venv .venv-lock-tf4
 	.venv-lock-tf4/bin/pip install --quiet --upgrade pip

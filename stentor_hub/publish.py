@@ -195,11 +195,13 @@ class PushResult:
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
-                revision: str | None = None, commit_message: str | None = None) -> PushResult:
-    """Create ``repo_id`` if needed and commit every file of ``folder`` in one commit. Files whose
+                revision: str | None = None, commit_message: str | None = None,
+                delete_folders: tuple[str, ...] = ()) -> PushResult:
+    """Create ``repo_id`` if needed and commit every file of ``folder`` in one commit, which
+    first removes ``delete_folders`` from the repository (a folder replaced whole). Files whose
     content is already on the Hub are skipped by the client; unchanged content makes no commit.
     Raises :class:`PublishError` (token redacted) on network or auth failures."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     folder = Path(folder)
     # read HF_ENDPOINT now, not when huggingface_hub was imported, so the environment of the call counts
@@ -212,8 +214,10 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
         if branch != "main":
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         before = api.repo_info(repo_id, revision=branch).sha
-        operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
-                      for path in sorted(folder.rglob("*")) if path.is_file()]
+        existing = {f.split("/", 1)[0] for f in api.list_repo_files(repo_id, revision=branch) if "/" in f} if delete_folders else set()
+        operations = [CommitOperationDelete(f"{name}/", is_folder=True) for name in delete_folders if name in existing]
+        operations += [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
+                       for path in sorted(folder.rglob("*")) if path.is_file()]
         info = api.create_commit(repo_id, operations, commit_message=message, revision=branch)
     except Exception as e:  # every failure becomes one message without the token
         raise PublishError(_explain_push_error(e, api.endpoint, repo_id, secret)) from None

@@ -101,8 +101,29 @@ def check_recipe(config: dict[str, Any], processes: int) -> None:
         raise RecipeError(f"schedule.type={config['schedule']['type']!r}: use cosine or wsd")
 
 
-def check_output_dir(run_dir: Path, resume: bool) -> None:
-    """The output folder must be writable, and must not hold another run unless resuming."""
+def check_hub(hub: dict) -> None:
+    """``hub.*``: a valid repo id, a known strategy, and a token, all before training starts."""
+    from stentor_hub.recipes.hub_push import STRATEGIES
+
+    repo_id = hub.get("repo_id")
+    if repo_id is None:
+        return
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise RecipeError(f"hub.repo_id={repo_id!r}: use OWNER/NAME (or null to push nothing)")
+    if hub.get("strategy") not in STRATEGIES:
+        raise RecipeError(f"hub.strategy={hub.get('strategy')!r}: use one of {', '.join(STRATEGIES)}")
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise RecipeError(
+            f"hub.repo_id={repo_id} needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login` "
+            "(HF_ENDPOINT picks another Hub); checked before training, so nothing was done"
+        )
+
+
+def check_output_dir(run_dir: Path, resume: bool, resume_from_hub: bool = False) -> None:
+    """The output folder must be writable, and must not hold another run unless resuming
+    (from its checkpoints, or, with ``hub.repo_id``, from the Hub)."""
     existing = run_dir
     while not existing.exists():
         existing = existing.parent
@@ -114,7 +135,7 @@ def check_output_dir(run_dir: Path, resume: bool) -> None:
             f"output directory {run_dir} already holds files; pass --resume to continue that run, "
             "or choose a new --output-dir (nothing is overwritten)"
         )
-    if resume and not (run_dir / "checkpoints").is_dir():
+    if resume and not resume_from_hub and not (run_dir / "checkpoints").is_dir():
         raise RecipeError(f"--resume: {run_dir}/checkpoints does not exist; there is no run to resume there")
 
 
@@ -262,6 +283,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
 
     from stentor_hub.recipes import callbacks as cb
     from stentor_hub.recipes.data import BlockDataset, Source, load_token_data
+    from stentor_hub.recipes.hub_push import HubPushCallback
     from stentor_hub.recipes.t4 import T4RecipeCallback, apply_t4_recipe
     from stentor_hub.tokenizer import export_tokenizer, resolve_vocab, tokenizer_class
 
@@ -271,9 +293,11 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     model_cfg, data_cfg, train_cfg = config["model"], config["data"], config["training"]
 
+    hub = config.get("hub") or {}
     check_recipe(config, processes)
+    check_hub(hub)
     mixed_precision = resolve_mixed_precision(train_cfg["mixed_precision"], device_type)
-    check_output_dir(run_dir, resume)
+    check_output_dir(run_dir, resume, resume_from_hub=bool(hub.get("repo_id")))
     tokenizer = tokenizer_class()(vocab_file=str(resolve_vocab(config["tokenizer"]["vocab"])))
     check_vocab(tokenizer, model_cfg)
     train_sources = [Source.parse(s) for s in data_cfg["train_sources"] or []]
@@ -284,8 +308,11 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     resume_from = None
     if resume:
         resume_from = cb.last_complete_checkpoint(checkpoints_dir, set_aside=os.environ.get("RANK", "0") == "0")
+        if resume_from is None and hub.get("repo_id"):
+            resume_from = _checkpoint_from_hub(hub, checkpoints_dir)
         if resume_from is None:
-            raise RecipeError(f"--resume: no complete checkpoint in {checkpoints_dir}; start a new run instead")
+            where = f"{checkpoints_dir} or on the Hub ({hub['repo_id']})" if hub.get("repo_id") else str(checkpoints_dir)
+            raise RecipeError(f"--resume: no complete checkpoint in {where}; start a new run instead")
 
     # TrainingArguments sets up the processes (gloo on CPU), so it comes before the data work
     args = TrainingArguments(
@@ -360,6 +387,12 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         logger.info("model: %s parameters; data: %d train blocks, %d eval blocks of %d tokens%s", f"{n_params:,}",
                     n_train_blocks, len(eval_dataset), block, " (from cache)" if tokens.from_cache else "")
 
+    def manifest_so_far(state) -> dict:
+        return {"schema_version": MANIFEST_SCHEMA_VERSION, "recipe_name": config.get("name"), "recipe": config,
+                "in_progress": True, "started_at": started_at, "model": {"architecture": "LlamaForCausalLM", "parameters": n_params},
+                "training": {"steps": state.global_step, "tokens_seen": int(state.num_input_tokens_seen), "max_steps": max_steps}}
+
+    hub_push = HubPushCallback(run_dir, hub, manifest_so_far) if hub.get("repo_id") else None
     stop_rules = cb.StopRulesCallback(token_budget, epochs, train_cfg.get("max_steps"))
     best = cb.BestCheckpointCallback(run_dir / "best", train_cfg["best_eval_start_step"])
     trainer = Trainer(
@@ -367,7 +400,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         optimizers=(optimizer, scheduler),
         callbacks=[c for c in (stop_rules, T4RecipeCallback(t4_counts) if t4_cfg["enabled"] else None, best,
                                cb.CurvesCallback(run_dir / "training_curves.csv"), cb.CheckpointMarkerCallback(),
-                               *(callbacks or [])) if c],
+                               hub_push, *(callbacks or [])) if c],
     )
     trainer.callback_handler.callbacks.insert(0, cb.ThroughputCallback())  # first, so every logger sees it
 
@@ -450,9 +483,30 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         "finished_at": _now(),
     }
     cb.write_atomic(run_dir / "run_manifest.json", json.dumps(manifest, indent=2) + "\n")
+    if hub_push is not None:
+        hub_push.push_final(state.global_step)
     logger.info("done: %s steps, %s tokens, stopped by %s; final eval loss %s; wrote %s", state.global_step,
                 f"{state.num_input_tokens_seen:,}", manifest["training"]["stopped_by"], final_eval.get("eval_loss"), run_dir)
     return run_dir
+
+
+def _checkpoint_from_hub(hub: dict, checkpoints_dir: Path) -> Path | None:
+    """The newest checkpoint pushed to ``hub.repo_id``, downloaded by one process per machine
+    (the others wait for its completion marker), as ``checkpoints_dir/checkpoint-N``."""
+    from stentor_hub.recipes import callbacks as cb
+    from stentor_hub.recipes.hub_push import download_last_checkpoint
+
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        logger.info("no local checkpoint: downloading the last one pushed to %s", hub["repo_id"])
+        try:
+            download_last_checkpoint(hub["repo_id"], checkpoints_dir, revision=hub.get("revision"))
+        except Exception as e:
+            raise RecipeError(f"--resume: could not download a checkpoint from {hub['repo_id']} ({type(e).__name__}: {str(e)[:300]})") from None
+    else:
+        deadline = time.monotonic() + 3600
+        while cb.last_complete_checkpoint(checkpoints_dir, set_aside=False) is None and time.monotonic() < deadline:
+            time.sleep(1)
+    return cb.last_complete_checkpoint(checkpoints_dir, set_aside=False)
 
 
 def main(argv: list[str] | None = None) -> int:
