@@ -24,7 +24,7 @@ import yaml
 
 from stentor_hub._resources import resource_dir
 from stentor_hub.errors import CardError, MissingInputError
-from stentor_hub.helpers import looks_like_hub_id, read_yaml_mapping, write_text_atomic
+from stentor_hub.helpers import looks_like_hub_id, read_json, read_yaml_mapping, write_text_atomic
 from stentor_hub.run_dir import CurvePoint, RunDir, RunManifest
 
 CARD_TEMPLATE = "model_card.md.j2"
@@ -247,12 +247,7 @@ def _markdown_sections(body: str, path: Path) -> list[tuple[str, str]]:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise MissingInputError(f"{path} is missing ({what})")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CardError(f"{path} is not valid JSON ({e})") from None
+    return read_json(path, what, CardError)
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:

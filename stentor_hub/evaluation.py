@@ -37,6 +37,7 @@ publisher; keep it stable)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -259,41 +260,51 @@ def score_requests(
     keys = sorted(unique, key=lambda k: (-(len(k[0]) + len(k[1])), k[0] + k[1]))
     scores = [0.0] * len(unique)
 
+    with _scoring(model, len(keys), progress, desc) as bar:
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start : start + batch_size]
+            # input = (context + continuation)[-(max_length + 1):][:-1]; the model's output at
+            # position i predicts token i + 1, so the continuation is scored by the last
+            # len(continuation) outputs of each row.
+            inputs = [(ctx + cont)[-(max_length + 1) :][:-1] for ctx, cont in batch]
+            width = max(len(x) for x in inputs)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(inputs):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention_mask[row, : len(ids)] = 1
+            position_ids = torch.arange(width).expand(len(batch), width)
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device),
+                use_cache=False,  # one pass per sequence: a KV cache would only cost time
+            ).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, ((ctx, cont), ids) in enumerate(zip(batch, inputs)):
+                positions = slice(len(ids) - len(cont), len(ids))
+                targets = torch.tensor(cont, device=logprobs.device)
+                token_logprobs = logprobs[row, positions].gather(-1, targets[:, None])
+                scores[unique[(ctx, cont)]] = float(token_logprobs.sum())
+            bar.update(len(batch))
+    return [scores[unique[(tuple(c), tuple(t))]] for c, t in requests]
+
+
+@contextlib.contextmanager
+def _scoring(model, total: int, progress: bool, desc: str):
+    """Evaluation mode without autograd and a progress bar for the block; the model's training
+    mode is restored afterwards."""
+    import torch
+
     was_training = model.training
     model.eval()
-    bar = _progress_bar(total=len(keys), enabled=progress, desc=desc)
+    bar = _progress_bar(total=total, enabled=progress, desc=desc)
     try:
         with torch.inference_mode():
-            for start in range(0, len(keys), batch_size):
-                batch = keys[start : start + batch_size]
-                # input = (context + continuation)[-(max_length + 1):][:-1]; the model's output at
-                # position i predicts token i + 1, so the continuation is scored by the last
-                # len(continuation) outputs of each row.
-                inputs = [(ctx + cont)[-(max_length + 1) :][:-1] for ctx, cont in batch]
-                width = max(len(x) for x in inputs)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, ids in enumerate(inputs):
-                    input_ids[row, : len(ids)] = torch.tensor(ids)
-                    attention_mask[row, : len(ids)] = 1
-                position_ids = torch.arange(width).expand(len(batch), width)
-                logits = model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    position_ids=position_ids.to(device),
-                    use_cache=False,  # one pass per sequence: a KV cache would only cost time
-                ).logits
-                logprobs = torch.log_softmax(logits.float(), dim=-1)
-                for row, ((ctx, cont), ids) in enumerate(zip(batch, inputs)):
-                    positions = slice(len(ids) - len(cont), len(ids))
-                    targets = torch.tensor(cont, device=logprobs.device)
-                    token_logprobs = logprobs[row, positions].gather(-1, targets[:, None])
-                    scores[unique[(ctx, cont)]] = float(token_logprobs.sum())
-                bar.update(len(batch))
+            yield bar
     finally:
         bar.close()
         model.train(was_training)
-    return [scores[unique[(tuple(c), tuple(t))]] for c, t in requests]
 
 
 def _model_max_length(model) -> int:
@@ -467,22 +478,15 @@ def evaluate_perplexity(
     blocks = build_eval_blocks(data, tokenizer, block_size, max_samples=max_samples)
     device = next(model.parameters()).device
     total_loss = 0.0  # summed in float64 over all predicted tokens
-    was_training = model.training
-    model.eval()
-    bar = _progress_bar(total=len(blocks), enabled=progress, desc="perplexity")
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(blocks), batch_size):
-                batch = blocks[start : start + batch_size].to(device)
-                logits = model(input_ids=batch, use_cache=False).logits.float()
-                loss = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-                )
-                total_loss += float(loss.double())
-                bar.update(len(batch))
-    finally:
-        bar.close()
-        model.train(was_training)
+    with _scoring(model, len(blocks), progress, "perplexity") as bar:
+        for start in range(0, len(blocks), batch_size):
+            batch = blocks[start : start + batch_size].to(device)
+            logits = model(input_ids=batch, use_cache=False).logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+            )
+            total_loss += float(loss.double())
+            bar.update(len(batch))
     tokens = len(blocks) * (block_size - 1)
     mean_loss = total_loss / tokens
     param = next(model.parameters())

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from stentor_hub.errors import StentorError
+from stentor_hub.errors import MissingInputError, StentorError
 
 # --- files ------------------------------------------------------------------------------------
 
@@ -102,6 +102,18 @@ def build_folder(destination: str | os.PathLike) -> Iterator[Path]:
         install_folder(tmp, destination)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike, what: str, error: type[StentorError]) -> Any:
+    """A JSON file; a missing file is a ``MissingInputError`` saying what it is (``what``), bad
+    JSON is ``error`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path} is missing ({what})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON ({e})") from None
 
 
 def read_jsonl(path: str | os.PathLike, error: type[StentorError]) -> Iterator[tuple[int, Any]]:

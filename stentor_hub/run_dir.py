@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stentor_hub.errors import MissingInputError, RunDirError
+from stentor_hub.helpers import read_json
 
 MANIFEST_FILE = "run_manifest.json"
 CURVES_FILE = "training_curves.csv"
@@ -161,13 +162,7 @@ class RunManifest:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "RunManifest":
-        path = Path(path)
-        if not path.is_file():
-            raise MissingInputError(f"{path} is missing (written by python -m stentor_hub.recipes.train)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{path} is not valid JSON ({e})") from None
+        data = read_json(path, "written by python -m stentor_hub.recipes.train", RunDirError)
         return cls.from_dict(data, str(path))
 
     def to_dict(self) -> dict:
