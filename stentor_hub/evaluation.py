@@ -290,6 +290,17 @@ def score_requests(
     return [scores[unique[(tuple(c), tuple(t))]] for c, t in requests]
 
 
+def _model_name(model, model_name: str | None) -> str:
+    return model_name or getattr(model, "name_or_path", "") or type(model).__name__
+
+
+def _run_facts(model, started: float) -> dict:
+    """How an evaluation ran: the weights' dtype and device, and the seconds since ``started``."""
+    param = next(model.parameters())
+    return {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
 @contextlib.contextmanager
 def _scoring(model, total: int, progress: bool, desc: str):
     """Evaluation mode without autograd and a progress bar for the block; the model's training
@@ -409,14 +420,13 @@ def evaluate_blimp(
     loglikelihoods = blimp_loglikelihoods(model, tokenizer, pairs, prefix, batch_size, progress)
     task_results = blimp_task_results(pairs, loglikelihoods)
     overall = sum(t["accuracy"] for t in task_results.values()) / len(task_results)
-    param = next(model.parameters())
     prefix_token = tokenizer.convert_ids_to_tokens(prefix)
     from stentor_hub import __version__
 
     return {
         "overall": overall,
         "tasks": task_results,
-        "model": model_name or getattr(model, "name_or_path", "") or type(model).__name__,
+        "model": _model_name(model, model_name),
         "scoring": (
             "lm-evaluation-harness blimp (0-shot multiple_choice, metric acc): each sentence scores "
             "the sum of log_softmax of the tokens of ' ' + sentence (tokenized alone, no special tokens) "
@@ -429,9 +439,7 @@ def evaluate_blimp(
         "num_pairs": sum(t["total"] for t in task_results.values()),
         "complete": set(task_results) == set(BLIMP_TASKS) and all(t["total"] == 1000 for t in task_results.values()),
         "limit": limit,
-        "dtype": str(param.dtype).removeprefix("torch."),
-        "device": str(param.device),
-        "seconds": round(time.perf_counter() - started, 3),
+        **_run_facts(model, started),
         "stentor_hub": __version__,
     }
 
@@ -489,7 +497,6 @@ def evaluate_perplexity(
             bar.update(len(batch))
     tokens = len(blocks) * (block_size - 1)
     mean_loss = total_loss / tokens
-    param = next(model.parameters())
     return {
         "eval_loss": mean_loss,
         "eval_ppl": math.exp(mean_loss),
@@ -498,10 +505,8 @@ def evaluate_perplexity(
         "block_size": block_size,
         "max_samples": max_samples,
         "data": Source.parse(data).describe(),
-        "model": model_name or getattr(model, "name_or_path", "") or type(model).__name__,
-        "dtype": str(param.dtype).removeprefix("torch."),
-        "device": str(param.device),
-        "seconds": round(time.perf_counter() - started, 3),
+        "model": _model_name(model, model_name),
+        **_run_facts(model, started),
     }
 
 
@@ -577,10 +582,7 @@ def default_block_size(model: str | os.PathLike) -> int | None:
     """The ``block_size`` of the training run a checkpoint folder belongs to
     (``RUN_DIR/run_manifest.json`` beside ``RUN_DIR/final``), if there is one."""
     run = RunDir.of_checkpoint(model)
-    try:
-        return None if run is None else run.read_manifest().block_size
-    except ValueError:  # an unreadable manifest: fall back to the model's window
-        return None
+    return None if run is None else run.block_size()
 
 
 def run_perplexity(

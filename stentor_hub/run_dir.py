@@ -93,6 +93,14 @@ class RunDir:
     def read_curves(self) -> "list[CurvePoint]":
         return read_curves(self.curves_file)
 
+    def block_size(self) -> int | None:
+        """``data.block_size`` of the manifest, read on its own, so a partial manifest (one written
+        by hand beside a checkpoint, say) still gives it; ``None`` when it is not there."""
+        try:
+            return int(json.loads(self.manifest_file.read_text(encoding="utf-8"))["data"]["block_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
 
 def tokenizer_folder(model_dir: str | os.PathLike) -> Path | None:
     """The folder holding the tokenizer of a local model folder: the folder itself when it has

@@ -451,42 +451,50 @@ def _last_log(state, key: str) -> dict:
     return next((h for h in reversed(state.log_history) if key in h), {})
 
 
+def _hardware(setup: RunSetup) -> dict:
+    import torch
+
+    return {
+        "device": setup.device_type,
+        "device_name": torch.cuda.get_device_name(0) if setup.device_type == "cuda" else _cpu_name(),
+        "num_processes": setup.processes,
+        "mixed_precision": setup.mixed_precision,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _data_record(setup: RunSetup, data: RunData) -> dict:
+    block, tokens = setup.config["data"]["block_size"], data.tokens
+    return {
+        "train_sources": [s.describe() for s in setup.train_sources],
+        "eval_sources": [s.describe() for s in setup.eval_sources] or "held out from the start of train_sources",
+        "source_tokens": int(len(tokens.train)),
+        "train_tokens": data.train_blocks * block,
+        "eval_tokens": len(data.eval_dataset) * block,
+        "block_size": block,
+        "train_blocks": data.train_blocks,
+        "eval_blocks": len(data.eval_dataset),
+        "cache_file": str(tokens.cache_file) if tokens.cache_file else None,
+    }
+
+
 def build_manifest(setup: RunSetup, data: RunData, parts: RunModel, state, stopped_by: str | None,
                    best_record: dict, train_seconds: float, tokens_before: int) -> RunManifest:
     """What was run, on what, and how it ended (``run_manifest.json``, schema 1)."""
-    import torch
-
     from stentor_hub.recipes.callbacks import perplexity
 
     config, block = setup.config, setup.config["data"]["block_size"]
     train_cfg, global_batch = config["training"], config["training"]["batch_size"]
     final_eval, final_train = _last_log(state, "eval_loss"), _last_log(state, "loss")
-    tokens = data.tokens
     return RunManifest(
         schema_version=MANIFEST_SCHEMA_VERSION,
         recipe_name=config.get("name"),
         recipe=config,
         model={"architecture": "LlamaForCausalLM", "parameters": parts.parameters},
         versions=_versions(),
-        hardware={
-            "device": setup.device_type,
-            "device_name": torch.cuda.get_device_name(0) if setup.device_type == "cuda" else _cpu_name(),
-            "num_processes": setup.processes,
-            "mixed_precision": setup.mixed_precision,
-            "cpu_count": os.cpu_count(),
-        },
+        hardware=_hardware(setup),
         t4_recipe={"enabled": bool(config["t4_recipe"]["enabled"]), **parts.t4_counts},
-        data={
-            "train_sources": [s.describe() for s in setup.train_sources],
-            "eval_sources": [s.describe() for s in setup.eval_sources] or "held out from the start of train_sources",
-            "source_tokens": int(len(tokens.train)),
-            "train_tokens": data.train_blocks * block,
-            "eval_tokens": len(data.eval_dataset) * block,
-            "block_size": block,
-            "train_blocks": data.train_blocks,
-            "eval_blocks": len(data.eval_dataset),
-            "cache_file": str(tokens.cache_file) if tokens.cache_file else None,
-        },
+        data=_data_record(setup, data),
         training={
             "tokens_seen": int(state.num_input_tokens_seen),
             "steps": state.global_step,
