@@ -548,8 +548,12 @@ def load_model_and_tokenizer(
         tokenizer = tokenizer_folder(path) if path.is_dir() else model
         if tokenizer is None:
             raise MissingInputError(f"{path} has no tokenizer files and no ../tokenizer folder beside it; pass --tokenizer")
-    loaded = AutoModelForCausalLM.from_pretrained(str(model), trust_remote_code=True, dtype=dtypes[dtype])
-    return loaded.to(device).eval(), load_tokenizer(tokenizer)
+    try:  # a Hub id that does not exist, no network, unreadable files: transformers says which (OSError)
+        loaded = AutoModelForCausalLM.from_pretrained(str(model), trust_remote_code=True, dtype=dtypes[dtype])
+        loaded_tokenizer = load_tokenizer(tokenizer)
+    except OSError as e:
+        raise MissingInputError(f"cannot load {model}: {e}") from None
+    return loaded.to(device).eval(), loaded_tokenizer
 
 
 def run_blimp(
