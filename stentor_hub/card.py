@@ -1,7 +1,7 @@
 """The model card, rendered from facts.
 
 :class:`ModelCardFacts` gathers what a training run wrote (``config.json``, ``run_manifest.json``,
-``training_curves.csv``), the BLiMP results when given, and the author's card config (metadata and
+``training_curves.csv``: see :mod:`stentor_hub.run_dir`), the BLiMP results when given, and the author's card config (metadata and
 prose). Jinja templates in ``cards/`` only lay the facts out. The same inputs render to the same
 bytes: nothing here reads the clock, and the curves plot is a deterministic SVG.
 
@@ -11,7 +11,7 @@ bytes: nothing here reads the clock, and the curves plot is a deterministic SVG.
 
 from __future__ import annotations
 
-import csv
+import io
 import json
 import math
 import os
@@ -23,9 +23,10 @@ from typing import Any
 import yaml
 
 from stentor_hub._resources import resource_dir
+from stentor_hub.errors import CardError, MissingInputError
+from stentor_hub.helpers import looks_like_hub_id, read_json, read_yaml_mapping, write_text_atomic
+from stentor_hub.run_dir import CurvePoint, RunDir, RunManifest
 
-CURVES_HEADER = ["step", "epoch", "train_loss", "eval_loss", "eval_ppl", "note"]
-MANIFEST_KEYS = ("recipe_name", "recipe", "model", "versions", "hardware", "t4_recipe", "data", "training", "best", "final")
 CARD_TEMPLATE = "model_card.md.j2"
 BLIMP_DESCRIPTIONS = "blimp_tasks.yaml"
 DEFAULT_CARD_CONFIG = "card_config.yaml"
@@ -53,7 +54,7 @@ def parameter_breakdown(config: dict) -> list[ParameterGroup]:
         hidden, vocab, layers = config["hidden_size"], config["vocab_size"], config["num_hidden_layers"]
         inter, heads = config["intermediate_size"], config["num_attention_heads"]
     except KeyError as e:
-        raise ValueError(f"config.json has no {e.args[0]!r}; it must be a LlamaForCausalLM config") from None
+        raise CardError(f"config.json has no {e.args[0]!r}; it must be a LlamaForCausalLM config") from None
     kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim") or hidden // heads
     attn_bias, mlp_bias = bool(config.get("attention_bias")), bool(config.get("mlp_bias"))
@@ -75,49 +76,6 @@ def parameter_breakdown(config: dict) -> list[ParameterGroup]:
     return [ParameterGroup(name, count, 100.0 * count / total) for name, count in groups] + [
         ParameterGroup("total", total, 100.0)
     ]
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    step: int
-    epoch: float | None
-    train_loss: float | None
-    eval_loss: float | None
-    eval_ppl: float | None
-    note: str
-
-
-def read_curves(path: str | os.PathLike) -> list[CurvePoint]:
-    """Rows of ``training_curves.csv`` (an empty cell is ``None``: not measured at that step)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; the training run writes it (python -m stentor_hub.recipes.train)")
-
-    def number(value: str, column: str, line: int) -> float | None:
-        if value == "":
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{path}, line {line}: column {column} is not a number: {value!r}") from None
-
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != CURVES_HEADER:
-            raise ValueError(f"{path}: header must be exactly {','.join(CURVES_HEADER)}, got {','.join(header or [])!r}")
-        points = []
-        for line, row in enumerate(reader, start=2):
-            if len(row) != len(CURVES_HEADER):
-                raise ValueError(f"{path}, line {line}: expected {len(CURVES_HEADER)} cells, got {len(row)}")
-            step = number(row[0], "step", line)
-            if step is None:
-                raise ValueError(f"{path}, line {line}: the step cell is empty")
-            points.append(CurvePoint(int(step), number(row[1], "epoch", line), number(row[2], "train_loss", line),
-                                     number(row[3], "eval_loss", line), number(row[4], "eval_ppl", line), row[5]))
-    if not any(p.eval_loss is not None for p in points):
-        raise ValueError(f"{path} has no evaluated step (no eval_loss); the card's results need at least one")
-    return points
 
 
 @dataclass(frozen=True)
@@ -207,20 +165,20 @@ def summarize_blimp(results: dict, descriptions: dict[str, str], source: str = "
     try:
         overall, task_results = float(results["overall"]), results["tasks"]
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{source} has no numeric 'overall' and 'tasks'; pass the file `stentor-hub eval blimp` writes") from None
+        raise CardError(f"{source} has no numeric 'overall' and 'tasks'; pass the file `stentor-hub eval blimp` writes") from None
     tasks = []
     for uid in sorted(task_results):
         r = task_results[uid]
         if uid not in descriptions:
-            raise ValueError(f"{source}: BLiMP task {uid!r} has no description in {BLIMP_DESCRIPTIONS}; add a one-line description")
+            raise CardError(f"{source}: BLiMP task {uid!r} has no description in {BLIMP_DESCRIPTIONS}; add a one-line description")
         try:
             tasks.append(BlimpTask(uid, r["field"], r["linguistics_term"], int(r["correct"]), int(r["total"]),
                                    float(r["accuracy"]), descriptions[uid]))
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{source}: task {uid!r} lacks a valid {e}; each task needs correct, total, accuracy, "
+            raise CardError(f"{source}: task {uid!r} lacks a valid {e}; each task needs correct, total, accuracy, "
                              "field and linguistics_term") from None
     if not tasks:
-        raise ValueError(f"{source} has no tasks")
+        raise CardError(f"{source} has no tasks")
     by_accuracy = sorted(tasks, key=lambda t: (-t.accuracy, t.uid))
     categories = []
     for term in sorted({t.term for t in tasks}):
@@ -244,12 +202,12 @@ def load_card_config(path: str | os.PathLike | None) -> dict:
 
     YAML: metadata keys and prose keys at the top level. Markdown: the metadata as YAML front
     matter, then one ``## Heading`` per prose section (``## Intended uses`` -> ``intended_uses``)."""
-    config = yaml.safe_load((resource_dir("cards") / DEFAULT_CARD_CONFIG).read_text()) or {}
+    config = read_yaml_mapping(resource_dir("cards") / DEFAULT_CARD_CONFIG, "card config", CardError)
     if path is None:
         return config
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"card config {path} does not exist")
+        raise MissingInputError(f"card config {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".md", ".markdown"):
         user, body = {}, text
@@ -259,19 +217,16 @@ def load_card_config(path: str | os.PathLike | None) -> dict:
         for heading, content in _markdown_sections(body, path):
             user[re.sub(r"[^a-z0-9]+", "_", heading.lower()).strip("_")] = content
     else:
-        try:
-            user = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"card config {path} is not valid YAML: {e}") from None
+        user = read_yaml_mapping(path, "card config", CardError)
     if not isinstance(user, dict):
-        raise ValueError(f"card config {path} must be a mapping of metadata and prose sections")
+        raise CardError(f"card config {path} must be a mapping of metadata and prose sections")
     unknown = sorted(set(user) - set(PROSE_SECTIONS) - set(METADATA_KEYS))
     if unknown:
-        raise ValueError(f"card config {path}: unknown keys {unknown}; metadata keys are {list(METADATA_KEYS)}, "
+        raise CardError(f"card config {path}: unknown keys {unknown}; metadata keys are {list(METADATA_KEYS)}, "
                          f"prose sections are {list(PROSE_SECTIONS)}")
     for key in PROSE_SECTIONS:
         if key in user and user[key] is not None and not isinstance(user[key], str):
-            raise ValueError(f"card config {path}: '{key}' must be text (Markdown), got {type(user[key]).__name__}")
+            raise CardError(f"card config {path}: '{key}' must be text (Markdown), got {type(user[key]).__name__}")
     return {**config, **user}
 
 
@@ -283,7 +238,7 @@ def _markdown_sections(body: str, path: Path) -> list[tuple[str, str]]:
                 sections.append((heading, "\n".join(lines).strip()))
             heading, lines = line[3:].strip(), []
         elif heading is None and line.strip():
-            raise ValueError(f"card config {path}: text before the first '## Section' heading: {line.strip()[:60]!r}")
+            raise CardError(f"card config {path}: text before the first '## Section' heading: {line.strip()[:60]!r}")
         else:
             lines.append(line)
     if heading is not None:
@@ -292,12 +247,7 @@ def _markdown_sections(body: str, path: Path) -> list[tuple[str, str]]:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing ({what})")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    return read_json(path, what, CardError)
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
@@ -316,47 +266,38 @@ class ModelCardFacts:
     run_dir: Path
     checkpoint: str  # "best" or "final": the weights that are published
     config: dict
-    manifest: dict
+    manifest: RunManifest
     curves: list[CurvePoint]
     tokenizer_config: dict
     card_config: dict
     blimp: BlimpSummary | None = None
     blimp_raw: dict | None = None
     repo_id: str | None = None
+    tokenizer_dir: Path | None = None  # the folder the tokenizer files come from
     parameters: list[ParameterGroup] = field(default_factory=list)
     result_rows: list[ResultRow] = field(default_factory=list)
 
     @classmethod
-    def from_run(cls, run_dir: str | os.PathLike, *, blimp: str | os.PathLike | None = None,
+    def from_run(cls, run_dir: "str | os.PathLike | RunDir", *, blimp: str | os.PathLike | None = None,
                  card_config: str | os.PathLike | None = None, repo_id: str | None = None,
                  checkpoint: str = "best", template_dir: str | os.PathLike | None = None) -> "ModelCardFacts":
-        """Read a training output folder (``RUN_DIR``). Raises ``FileNotFoundError`` /
-        ``ValueError`` naming the file and the missing fact."""
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"run folder {run_dir} does not exist; pass the --output-dir of a training run")
-        if checkpoint not in ("best", "final"):
-            raise ValueError(f"checkpoint must be 'best' or 'final', got {checkpoint!r}")
-        config = _read_json(run_dir / checkpoint / "config.json", f"the {checkpoint} checkpoint's model config")
-        manifest = _read_json(run_dir / "run_manifest.json", "written by python -m stentor_hub.recipes.train")
-        missing = [key for key in MANIFEST_KEYS if key not in manifest]
-        if missing:
-            raise ValueError(f"{run_dir / 'run_manifest.json'} is missing {missing}; it must follow run manifest schema 1")
-        for section, keys in (("best", ("step", "eval_loss", "eval_ppl")), ("final", ("step",))):
-            absent = [k for k in keys if manifest[section].get(k) is None]
-            if absent:
-                raise ValueError(f"{run_dir / 'run_manifest.json'}: '{section}' has no {absent}")
-        curves = read_curves(run_dir / "training_curves.csv")
-        tokenizer_config = _read_json(run_dir / "tokenizer" / "tokenizer_config.json", "the exported tokenizer")
+        """Read a training output folder (``RUN_DIR``). Raises :class:`MissingInputError` /
+        :class:`RunDirError` / :class:`CardError` naming the file and the missing fact."""
+        run = RunDir.open(run_dir)
+        config = _read_json(run.checkpoint(checkpoint) / "config.json", f"the {checkpoint} checkpoint's model config")
+        manifest = run.read_manifest()
+        curves = run.read_curves()
+        tokenizer_dir = run.tokenizer
+        tokenizer_config = _read_json(tokenizer_dir / "tokenizer_config.json", "the exported tokenizer")
         blimp_raw = summary = None
         if blimp is not None:
             blimp_raw = _read_json(Path(blimp), "written by stentor-hub eval blimp")
             summary = summarize_blimp(blimp_raw, blimp_descriptions(template_dir), str(blimp))
-        facts = cls(run_dir=run_dir, checkpoint=checkpoint, config=config, manifest=manifest, curves=curves,
+        facts = cls(run_dir=run.path, checkpoint=checkpoint, config=config, manifest=manifest, curves=curves,
                     tokenizer_config=tokenizer_config, card_config=load_card_config(card_config), blimp=summary,
-                    blimp_raw=blimp_raw, repo_id=repo_id)
+                    blimp_raw=blimp_raw, repo_id=repo_id, tokenizer_dir=tokenizer_dir)
         facts.parameters = parameter_breakdown(config)
-        facts.result_rows = select_result_rows(curves, manifest["best"].get("step"), manifest["final"].get("step"))
+        facts.result_rows = select_result_rows(curves, manifest.best.get("step"), manifest.final.get("step"))
         return facts
 
     # derived facts the templates use
@@ -368,11 +309,11 @@ class ModelCardFacts:
 
     @property
     def published_step(self) -> int:
-        return int(self.manifest[self.checkpoint]["step"])
+        return int(getattr(self.manifest, self.checkpoint)["step"])
 
     @property
     def hyperparameters(self) -> list[tuple[str, Any]]:
-        return _flatten("", self.manifest["recipe"])
+        return _flatten("", self.manifest.recipe)
 
     @property
     def tokenizer(self) -> dict:
@@ -388,27 +329,27 @@ class ModelCardFacts:
             "eos": tc.get("eos_token"), "eos_id": ids.get(tc.get("eos_token")),
             "pad": tc.get("pad_token"), "pad_id": ids.get(tc.get("pad_token")),
             "add_bos": bool(tc.get("add_bos_token", False)), "add_eos": bool(tc.get("add_eos_token", False)),
-            "vocab": _recipe_get(self.manifest["recipe"], "tokenizer", "vocab") or "",
-            "chat_template": (self.run_dir / "tokenizer" / "chat_template.jinja").is_file() or "chat_template" in tc,
+            "vocab": _recipe_get(self.manifest.recipe, "tokenizer", "vocab") or "",
+            "chat_template": (self.tokenizer_dir / "chat_template.jinja").is_file() or "chat_template" in tc,
         }
 
     @property
     def train_sources(self) -> list[str]:
-        return [_describe_source(s) for s in _source_list(self.manifest["data"].get("train_sources"))]
+        return [_describe_source(s) for s in _source_list(self.manifest.data.get("train_sources"))]
 
     @property
     def eval_sources(self) -> list[str]:
         """Empty when the evaluation blocks were held out of the training stream."""
-        return [_describe_source(s) for s in _source_list(self.manifest["data"].get("eval_sources"))]
+        return [_describe_source(s) for s in _source_list(self.manifest.data.get("eval_sources"))]
 
     @property
     def hours(self) -> float:
-        return float(self.manifest["training"].get("wall_time_seconds") or 0.0) / 3600.0
+        return float(self.manifest.training.get("wall_time_seconds") or 0.0) / 3600.0
 
     def metadata(self) -> dict:
         """The YAML front matter: Hub metadata and a ``model-index`` with the run's results."""
-        cc, best, final = self.card_config, self.manifest["best"], self.manifest["final"]
-        eval_dataset = cc.get("eval_dataset") or _eval_dataset(self.manifest["data"])
+        cc, best, final = self.card_config, self.manifest.best, self.manifest.final
+        eval_dataset = cc.get("eval_dataset") or _eval_dataset(self.manifest.data)
         task = {"type": "text-generation", "name": "Text Generation"}
         metrics = [
             {"type": "loss", "name": "Best validation loss", "value": _round(best["eval_loss"], 4)},
@@ -431,14 +372,14 @@ class ModelCardFacts:
             "library_name": cc.get("library_name") or "transformers",
             "pipeline_tag": cc.get("pipeline_tag") or "text-generation",
             "tags": sorted(set(cc.get("tags") or [])),
-            "datasets": cc.get("datasets") or _hub_sources(_source_list(self.manifest["data"].get("train_sources"))),
+            "datasets": cc.get("datasets") or _hub_sources(_source_list(self.manifest.data.get("train_sources"))),
             "widget": cc.get("widget") or [],
             "model-index": [{"name": self.model_name, "results": results}],
         }
         if cc.get("base_model"):
             meta["base_model"] = cc["base_model"]
         if not meta["license"]:
-            raise ValueError("the card needs a license: set 'license' in the card config (e.g. license: apache-2.0)")
+            raise CardError("the card needs a license: set 'license' in the card config (e.g. license: apache-2.0)")
         return {k: v for k, v in meta.items() if v not in ([], None)}
 
 
@@ -474,8 +415,7 @@ def _describe_source(source: Any) -> str:
 def _is_hub_source(source: Any) -> bool:
     if isinstance(source, dict) and source.get("kind"):
         return source["kind"] == "hub"
-    path = _source_path(source)
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", path)) and not os.path.exists(path)
+    return looks_like_hub_id(_source_path(source))
 
 
 def _hub_sources(sources: list) -> list[str]:
@@ -500,7 +440,17 @@ def blimp_descriptions(template_dir: str | os.PathLike | None = None) -> dict[st
         path = folder / BLIMP_DESCRIPTIONS
         if path.is_file():
             return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    raise FileNotFoundError(f"{BLIMP_DESCRIPTIONS} is missing from {resource_dir('cards')}; reinstall stentor-hub")
+    raise MissingInputError(f"{BLIMP_DESCRIPTIONS} is missing from {resource_dir('cards')}; reinstall stentor-hub")
+
+
+def write_card(run_dir: "str | os.PathLike | RunDir", out: str | os.PathLike, *, blimp: str | os.PathLike | None = None,
+               card_config: str | os.PathLike | None = None, repo_id: str | None = None, checkpoint: str = "best",
+               template_dir: str | os.PathLike | None = None) -> Path:
+    """Render the card of a training run into ``out`` (``README.md``); a failed render leaves any
+    previous ``out`` as it was. Returns ``out``."""
+    facts = ModelCardFacts.from_run(run_dir, blimp=blimp, card_config=card_config, repo_id=repo_id,
+                                    checkpoint=checkpoint, template_dir=template_dir)
+    return write_text_atomic(out, render_card(facts, template_dir))
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -514,7 +464,7 @@ def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = 
     loaders = [jinja2.FileSystemLoader(str(resource_dir("cards")))]
     if template_dir is not None:
         if not Path(template_dir).is_dir():
-            raise FileNotFoundError(f"template folder {template_dir} does not exist")
+            raise MissingInputError(f"template folder {template_dir} does not exist")
         loaders.insert(0, jinja2.FileSystemLoader(str(template_dir)))
     env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
@@ -528,7 +478,7 @@ def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = 
         body = env.get_template(CARD_TEMPLATE).render(facts=facts, f=facts, cc=facts.card_config, blimp=facts.blimp,
                                                       prose={k: facts.card_config.get(k) for k in PROSE_SECTIONS})
     except jinja2.UndefinedError as e:
-        raise ValueError(f"card template refers to a fact that does not exist: {e.message}") from None
+        raise CardError(f"card template refers to a fact that does not exist: {e.message}") from None
     body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
     return f"---\n{front_matter}---\n\n{body}"
 
@@ -577,9 +527,9 @@ def plot_curves(curves: list[CurvePoint], out_path: str | os.PathLike, title: st
             if title:
                 loss_ax.set_title(title)
             fig.tight_layout()
-            tmp = out_path.with_name(f".{out_path.name}.tmp")
-            fig.savefig(tmp, format="svg", metadata={"Date": None})
-            os.replace(tmp, out_path)
+            svg = io.StringIO()
+            fig.savefig(svg, format="svg", metadata={"Date": None})
+            write_text_atomic(out_path, svg.getvalue())
         finally:
             plt.close(fig)
     return out_path

@@ -37,16 +37,17 @@ publisher; keep it stable)::
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from stentor_hub._resources import ordinary_permissions
+from stentor_hub.errors import EvaluationError, MissingInputError
+from stentor_hub.helpers import looks_like_hub_id, read_jsonl, write_json_atomic
+from stentor_hub.run_dir import RunDir, tokenizer_folder
 
 if TYPE_CHECKING:  # the CLI imports this module for --help; torch loads only when used
     import torch
@@ -117,18 +118,18 @@ def load_blimp(
         ValueError: a malformed line (names the file and line), an unknown task, a bad ``limit``.
     """
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of pairs per task, got {limit}")
+        raise EvaluationError(f"limit must be a positive number of pairs per task, got {limit}")
     path = Path(data).expanduser()
     if path.is_dir():
         files = {f.stem: f for f in sorted(path.glob("*.jsonl"))}
         if not files:
-            raise FileNotFoundError(f"no BLiMP *.jsonl files in {path}; pass the folder that holds UID.jsonl files")
+            raise MissingInputError(f"no BLiMP *.jsonl files in {path}; pass the folder that holds UID.jsonl files")
     elif path.is_file():
         files = {path.stem: path}
-    elif _looks_like_hub_id(str(data)):
+    elif looks_like_hub_id(data):
         return _load_blimp_hub(str(data), _select_tasks(BLIMP_TASKS, tasks, str(data)), limit)
     else:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"BLiMP data not found: {data} is not a folder of *.jsonl files, a .jsonl file, or a Hub "
             f"dataset id (such as {BLIMP_HUB_DATASET})"
         )
@@ -136,17 +137,12 @@ def load_blimp(
     return {uid: _read_blimp_jsonl(files[uid], uid, limit) for uid in selected}
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not name.endswith(".jsonl")
-
-
 def _select_tasks(available: Sequence[str], tasks: Sequence[str] | None, where: str) -> list[str]:
     if tasks is None:
         return list(available)
     unknown = [t for t in tasks if t not in available]
     if unknown:
-        raise ValueError(
+        raise EvaluationError(
             f"unknown BLiMP task(s) {', '.join(unknown)} in {where}; available: {', '.join(available)}"
         )
     return sorted(dict.fromkeys(tasks))
@@ -154,31 +150,23 @@ def _select_tasks(available: Sequence[str], tasks: Sequence[str] | None, where: 
 
 def _read_blimp_jsonl(file: Path, uid: str, limit: int | None) -> list[BlimpPair]:
     pairs = []
-    with open(file, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if limit is not None and len(pairs) >= limit:
-                break
-            if not line.strip():
-                continue
-            where = f"{file}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
-            pairs.append(_blimp_pair(record, uid, len(pairs), where))
+    for line_no, record in read_jsonl(file, EvaluationError):
+        if limit is not None and len(pairs) >= limit:
+            break
+        pairs.append(_blimp_pair(record, uid, len(pairs), f"{file}:{line_no}"))
     if not pairs:
-        raise ValueError(f"{file}: no BLiMP pairs in the file")
+        raise EvaluationError(f"{file}: no BLiMP pairs in the file")
     return pairs
 
 
 def _blimp_pair(record: Any, uid: str, index: int, where: str) -> BlimpPair:
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object with sentence_good and sentence_bad, got {type(record).__name__}")
+        raise EvaluationError(f"{where}: expected a JSON object with sentence_good and sentence_bad, got {type(record).__name__}")
     for key in _BLIMP_REQUIRED_KEYS:
         value = record.get(key)
         if not isinstance(value, str) or not value.strip():
             problem = "is missing" if key not in record else "is not a non-empty string"
-            raise ValueError(f"{where}: '{key}' {problem}; every BLiMP line needs sentence_good and sentence_bad")
+            raise EvaluationError(f"{where}: '{key}' {problem}; every BLiMP line needs sentence_good and sentence_bad")
     return BlimpPair(
         uid=uid,
         pair_id=str(record.get("pairID", index)),
@@ -197,7 +185,7 @@ def _load_blimp_hub(dataset_id: str, tasks: list[str], limit: int | None) -> dic
         try:
             rows = load_dataset(dataset_id, uid, split="train")
         except Exception as e:  # offline, unknown id, missing config: one actionable message
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{dataset_id} is not a local folder or file, and loading BLiMP task '{uid}' from the Hub dataset "
                 f"{dataset_id} failed ({type(e).__name__}: {e}); pass a local folder of BLiMP *.jsonl files with --data"
             ) from None
@@ -219,7 +207,7 @@ def blimp_prefix_token_id(tokenizer, prefix_token_id: int | None = None) -> int:
         return int(tokenizer.bos_token_id)
     if tokenizer.eos_token_id is not None:
         return int(tokenizer.eos_token_id)
-    raise ValueError("the tokenizer has neither a BOS nor an EOS token; pass prefix_token_id")
+    raise EvaluationError("the tokenizer has neither a BOS nor an EOS token; pass prefix_token_id")
 
 
 def continuation_requests(
@@ -231,7 +219,7 @@ def continuation_requests(
     for text in continuations:
         ids = tokenizer.encode(text, add_special_tokens=False)
         if not ids:
-            raise ValueError(f"the continuation {text!r} encodes to no tokens")
+            raise EvaluationError(f"the continuation {text!r} encodes to no tokens")
         if ids[0] == prefix_token_id:
             requests.append((ids[:1], ids[1:]))
         else:
@@ -256,7 +244,7 @@ def score_requests(
     import torch
 
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise EvaluationError(f"batch_size must be at least 1, got {batch_size}")
     max_length = _model_max_length(model)
     device = next(model.parameters()).device
     pad_id = 0  # any id: padded positions are masked out and never scored
@@ -265,48 +253,69 @@ def score_requests(
     unique: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
     for context, continuation in requests:
         if not context or not continuation:
-            raise ValueError("every request needs at least one context and one continuation token")
+            raise EvaluationError("every request needs at least one context and one continuation token")
         if len(continuation) > max_length:
-            raise ValueError(f"a continuation of {len(continuation)} tokens does not fit the model's window of {max_length}")
+            raise EvaluationError(f"a continuation of {len(continuation)} tokens does not fit the model's window of {max_length}")
         unique.setdefault((tuple(context), tuple(continuation)), len(unique))
     keys = sorted(unique, key=lambda k: (-(len(k[0]) + len(k[1])), k[0] + k[1]))
     scores = [0.0] * len(unique)
 
+    with _scoring(model, len(keys), progress, desc) as bar:
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start : start + batch_size]
+            # input = (context + continuation)[-(max_length + 1):][:-1]; the model's output at
+            # position i predicts token i + 1, so the continuation is scored by the last
+            # len(continuation) outputs of each row.
+            inputs = [(ctx + cont)[-(max_length + 1) :][:-1] for ctx, cont in batch]
+            width = max(len(x) for x in inputs)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(inputs):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention_mask[row, : len(ids)] = 1
+            position_ids = torch.arange(width).expand(len(batch), width)
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device),
+                use_cache=False,  # one pass per sequence: a KV cache would only cost time
+            ).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, ((ctx, cont), ids) in enumerate(zip(batch, inputs)):
+                positions = slice(len(ids) - len(cont), len(ids))
+                targets = torch.tensor(cont, device=logprobs.device)
+                token_logprobs = logprobs[row, positions].gather(-1, targets[:, None])
+                scores[unique[(ctx, cont)]] = float(token_logprobs.sum())
+            bar.update(len(batch))
+    return [scores[unique[(tuple(c), tuple(t))]] for c, t in requests]
+
+
+def _model_name(model, model_name: str | None) -> str:
+    return model_name or getattr(model, "name_or_path", "") or type(model).__name__
+
+
+def _run_facts(model, started: float) -> dict:
+    """How an evaluation ran: the weights' dtype and device, and the seconds since ``started``."""
+    param = next(model.parameters())
+    return {"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+@contextlib.contextmanager
+def _scoring(model, total: int, progress: bool, desc: str):
+    """Evaluation mode without autograd and a progress bar for the block; the model's training
+    mode is restored afterwards."""
+    import torch
+
     was_training = model.training
     model.eval()
-    bar = _progress_bar(total=len(keys), enabled=progress, desc=desc)
+    bar = _progress_bar(total=total, enabled=progress, desc=desc)
     try:
         with torch.inference_mode():
-            for start in range(0, len(keys), batch_size):
-                batch = keys[start : start + batch_size]
-                # input = (context + continuation)[-(max_length + 1):][:-1]; the model's output at
-                # position i predicts token i + 1, so the continuation is scored by the last
-                # len(continuation) outputs of each row.
-                inputs = [(ctx + cont)[-(max_length + 1) :][:-1] for ctx, cont in batch]
-                width = max(len(x) for x in inputs)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, ids in enumerate(inputs):
-                    input_ids[row, : len(ids)] = torch.tensor(ids)
-                    attention_mask[row, : len(ids)] = 1
-                position_ids = torch.arange(width).expand(len(batch), width)
-                logits = model(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    position_ids=position_ids.to(device),
-                    use_cache=False,  # one pass per sequence: a KV cache would only cost time
-                ).logits
-                logprobs = torch.log_softmax(logits.float(), dim=-1)
-                for row, ((ctx, cont), ids) in enumerate(zip(batch, inputs)):
-                    positions = slice(len(ids) - len(cont), len(ids))
-                    targets = torch.tensor(cont, device=logprobs.device)
-                    token_logprobs = logprobs[row, positions].gather(-1, targets[:, None])
-                    scores[unique[(ctx, cont)]] = float(token_logprobs.sum())
-                bar.update(len(batch))
+            yield bar
     finally:
         bar.close()
         model.train(was_training)
-    return [scores[unique[(tuple(c), tuple(t))]] for c, t in requests]
 
 
 def _model_max_length(model) -> int:
@@ -411,14 +420,13 @@ def evaluate_blimp(
     loglikelihoods = blimp_loglikelihoods(model, tokenizer, pairs, prefix, batch_size, progress)
     task_results = blimp_task_results(pairs, loglikelihoods)
     overall = sum(t["accuracy"] for t in task_results.values()) / len(task_results)
-    param = next(model.parameters())
     prefix_token = tokenizer.convert_ids_to_tokens(prefix)
     from stentor_hub import __version__
 
     return {
         "overall": overall,
         "tasks": task_results,
-        "model": model_name or getattr(model, "name_or_path", "") or type(model).__name__,
+        "model": _model_name(model, model_name),
         "scoring": (
             "lm-evaluation-harness blimp (0-shot multiple_choice, metric acc): each sentence scores "
             "the sum of log_softmax of the tokens of ' ' + sentence (tokenized alone, no special tokens) "
@@ -431,9 +439,7 @@ def evaluate_blimp(
         "num_pairs": sum(t["total"] for t in task_results.values()),
         "complete": set(task_results) == set(BLIMP_TASKS) and all(t["total"] == 1000 for t in task_results.values()),
         "limit": limit,
-        "dtype": str(param.dtype).removeprefix("torch."),
-        "device": str(param.device),
-        "seconds": round(time.perf_counter() - started, 3),
+        **_run_facts(model, started),
         "stentor_hub": __version__,
     }
 
@@ -473,32 +479,24 @@ def evaluate_perplexity(
     from stentor_hub.recipes.data import Source, build_eval_blocks
 
     if block_size < 2:
-        raise ValueError(f"block_size must be at least 2 tokens, got {block_size}")
+        raise EvaluationError(f"block_size must be at least 2 tokens, got {block_size}")
     if block_size > _model_max_length(model):
-        raise ValueError(f"block_size {block_size} is longer than the model's window of {_model_max_length(model)}; pass a smaller --block-size")
+        raise EvaluationError(f"block_size {block_size} is longer than the model's window of {_model_max_length(model)}; pass a smaller --block-size")
     started = time.perf_counter()
     blocks = build_eval_blocks(data, tokenizer, block_size, max_samples=max_samples)
     device = next(model.parameters()).device
     total_loss = 0.0  # summed in float64 over all predicted tokens
-    was_training = model.training
-    model.eval()
-    bar = _progress_bar(total=len(blocks), enabled=progress, desc="perplexity")
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(blocks), batch_size):
-                batch = blocks[start : start + batch_size].to(device)
-                logits = model(input_ids=batch, use_cache=False).logits.float()
-                loss = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-                )
-                total_loss += float(loss.double())
-                bar.update(len(batch))
-    finally:
-        bar.close()
-        model.train(was_training)
+    with _scoring(model, len(blocks), progress, "perplexity") as bar:
+        for start in range(0, len(blocks), batch_size):
+            batch = blocks[start : start + batch_size].to(device)
+            logits = model(input_ids=batch, use_cache=False).logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+            )
+            total_loss += float(loss.double())
+            bar.update(len(batch))
     tokens = len(blocks) * (block_size - 1)
     mean_loss = total_loss / tokens
-    param = next(model.parameters())
     return {
         "eval_loss": mean_loss,
         "eval_ppl": math.exp(mean_loss),
@@ -507,10 +505,8 @@ def evaluate_perplexity(
         "block_size": block_size,
         "max_samples": max_samples,
         "data": Source.parse(data).describe(),
-        "model": model_name or getattr(model, "name_or_path", "") or type(model).__name__,
-        "dtype": str(param.dtype).removeprefix("torch."),
-        "device": str(param.device),
-        "seconds": round(time.perf_counter() - started, 3),
+        "model": _model_name(model, model_name),
+        **_run_facts(model, started),
     }
 
 
@@ -523,8 +519,9 @@ def load_model_and_tokenizer(
 ):
     """Load ``(model, tokenizer)`` from a local folder or a Hub id (``trust_remote_code=True``).
 
-    The tokenizer comes from ``tokenizer`` if given, else from the model folder, else (a checkpoint
-    of a training run, ``RUN_DIR/final`` or ``RUN_DIR/best``) from ``RUN_DIR/tokenizer``.
+    The tokenizer comes from ``tokenizer`` if given, else from the model folder (a checkpoint of a
+    run written before checkpoints carried their tokenizer: ``RUN_DIR/tokenizer``; see
+    :func:`stentor_hub.run_dir.tokenizer_folder`).
     ``device``: ``cpu`` or ``cuda`` (default: cuda when available). ``dtype``: ``float32``,
     ``bfloat16``, ``float16`` or ``auto`` (as saved)."""
     import torch
@@ -535,45 +532,28 @@ def load_model_and_tokenizer(
     path = Path(model).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():
         if (path / "final" / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is a training run folder; pass {path / 'final'} or {path / 'best'}")
-        raise FileNotFoundError(f"{path} has no config.json; pass a model folder (with config.json and weights) or a Hub id")
-    if not path.exists() and not _looks_like_hub_id(str(model)):
-        raise FileNotFoundError(f"model not found: {model} is neither a local folder nor a Hub id (owner/name)")
+            raise MissingInputError(f"{path} is a training run folder; pass {path / 'final'} or {path / 'best'}")
+        raise MissingInputError(f"{path} has no config.json; pass a model folder (with config.json and weights) or a Hub id")
+    if not path.exists() and not looks_like_hub_id(model):
+        raise MissingInputError(f"model not found: {model} is neither a local folder nor a Hub id (owner/name)")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise EvaluationError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
     if dtype not in dtypes:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(dtypes)}")
+        raise EvaluationError(f"unknown dtype {dtype!r}; choose one of {', '.join(dtypes)}")
 
     if tokenizer is None:
-        tokenizer = model
-        if path.is_dir() and not (path / "tokenizer_config.json").is_file():
-            if (path.parent / "tokenizer" / "tokenizer_config.json").is_file():
-                tokenizer = path.parent / "tokenizer"
-            else:
-                raise FileNotFoundError(f"{path} has no tokenizer files and no ../tokenizer folder beside it; pass --tokenizer")
-    loaded = AutoModelForCausalLM.from_pretrained(str(model), trust_remote_code=True, dtype=dtypes[dtype])
-    return loaded.to(device).eval(), load_tokenizer(tokenizer)
-
-
-def write_json_atomic(obj: dict, out: str | os.PathLike) -> Path:
-    """Write ``obj`` as indented JSON to ``out`` through a temporary file in the same folder, so a
-    reader never sees a half-written file and a failure leaves any previous ``out`` intact."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        ordinary_permissions(tmp)  # mkstemp makes it owner-only
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+        tokenizer = tokenizer_folder(path) if path.is_dir() else model
+        if tokenizer is None:
+            raise MissingInputError(f"{path} has no tokenizer files and no ../tokenizer folder beside it; pass --tokenizer")
+    try:  # a Hub id that does not exist, no network, unreadable files: transformers says which (OSError)
+        loaded = AutoModelForCausalLM.from_pretrained(str(model), trust_remote_code=True, dtype=dtypes[dtype])
+        loaded_tokenizer = load_tokenizer(tokenizer)
+    except OSError as e:
+        raise MissingInputError(f"cannot load {model}: {e}") from None
+    return loaded.to(device).eval(), loaded_tokenizer
 
 
 def run_blimp(
@@ -605,11 +585,8 @@ def run_blimp(
 def default_block_size(model: str | os.PathLike) -> int | None:
     """The ``block_size`` of the training run a checkpoint folder belongs to
     (``RUN_DIR/run_manifest.json`` beside ``RUN_DIR/final``), if there is one."""
-    manifest = Path(model).expanduser().parent / "run_manifest.json"
-    try:
-        return int(json.loads(manifest.read_text())["data"]["block_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    run = RunDir.of_checkpoint(model)
+    return None if run is None else run.block_size()
 
 
 def run_perplexity(
@@ -637,94 +614,3 @@ def run_perplexity(
     if out is not None:
         write_json_atomic(results, out)
     return results
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-
-
-def _cmd_blimp(args) -> int:
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    results = run_blimp(
-        args.model, args.data, out=args.out, tasks=tasks, limit=args.limit, batch_size=args.batch_size,
-        device=args.device, dtype=args.dtype, tokenizer=args.tokenizer, prefix_token_id=args.prefix_token_id,
-        progress=not args.no_progress,
-    )
-    width = max(len(uid) for uid in results["tasks"])
-    for uid, task in results["tasks"].items():
-        print(f"{uid:<{width}}  {task['accuracy']:6.2f}  ({task['correct']}/{task['total']})")
-    print(
-        f"BLiMP overall {results['overall']:.2f}% over {results['num_tasks']} tasks, {results['num_pairs']} pairs "
-        f"in {results['seconds']:.1f}s; wrote {args.out}"
-    )
-    return 0
-
-
-def parse_source_arg(text: str) -> str | dict:
-    """``--data``: a path, glob or Hub id, or an inline YAML mapping written as in the recipe's
-    ``data.eval_sources`` (``'{path: val.txt, max_doc_chars: 25000}'``)."""
-    if not text.lstrip().startswith("{"):
-        return text
-    import yaml
-
-    try:
-        source = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"--data {text!r} is not a valid YAML mapping ({e}); write it as '{{path: FILE, max_chars: N}}'") from None
-    if not isinstance(source, dict) or "path" not in source:
-        raise ValueError(f"--data {text!r}: a mapping needs a 'path' key, as in the recipe's data.eval_sources")
-    return source
-
-
-def _cmd_perplexity(args) -> int:
-    results = run_perplexity(
-        args.model, parse_source_arg(args.data), out=args.out, block_size=args.block_size, max_samples=args.max_samples,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
-        progress=not args.no_progress,
-    )
-    print(
-        f"eval_loss {results['eval_loss']:.4f}  perplexity {results['eval_ppl']:.2f}  over {results['tokens']} tokens "
-        f"({results['blocks']} blocks of {results['block_size']}); wrote {args.out}"
-    )
-    return 0
-
-
-
-def _add_model_args(parser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model folder (e.g. RUN_DIR/final) or Hub id")
-    parser.add_argument("--tokenizer", help="tokenizer folder or Hub id (default: MODEL, else MODEL/../tokenizer)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def register_cli(subparsers) -> None:
-    from stentor_hub.cli import positive_int
-
-    parser = subparsers.add_parser("eval", help="evaluate a model: BLiMP accuracy, perplexity")
-    sub = parser.add_subparsers(dest="eval_command", metavar="BENCHMARK", required=True)
-
-    blimp = sub.add_parser("blimp", help="BLiMP accuracy, scored as lm-evaluation-harness's blimp tasks")
-    _add_model_args(blimp)
-    blimp.add_argument("--data", required=True, help=f"folder of BLiMP *.jsonl files, or the Hub dataset {BLIMP_HUB_DATASET}")
-    blimp.add_argument("--out", default="blimp_results.json", help="results file (default blimp_results.json)")
-    blimp.add_argument("--tasks", help="comma-separated task UIDs (default: all)")
-    blimp.add_argument("--limit", type=positive_int, help="first N pairs of each task")
-    blimp.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
-    blimp.add_argument(
-        "--prefix-token-id", type=int,
-        help="context token id (default: the tokenizer's BOS, else EOS, as lm-eval; lm-eval's prefix_token_id)",
-    )
-    blimp.set_defaults(func=_cmd_blimp)
-
-    ppl = sub.add_parser("perplexity", help="mean token loss and perplexity, as the training recipe's eval_loss")
-    _add_model_args(ppl)
-    ppl.add_argument(
-        "--data", required=True,
-        help="text file, glob, or Hub dataset id; or a source as in the recipe YAML: '{path: val.txt, max_doc_chars: 25000}'",
-    )
-    ppl.add_argument("--out", default="ppl.json", help="results file (default ppl.json)")
-    ppl.add_argument("--block-size", type=positive_int, help="tokens per block (default: the training run's, else the model's window)")
-    ppl.add_argument("--max-samples", type=positive_int, help="use only the first N blocks (the recipe's max_eval_samples)")
-    ppl.add_argument("--batch-size", type=positive_int, default=8)
-    ppl.set_defaults(func=_cmd_perplexity)

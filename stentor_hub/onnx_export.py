@@ -17,12 +17,11 @@ the export goes through ``torch.onnx.export(dynamo=True)``.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stentor_hub._resources import install_folder
+from stentor_hub.errors import ExportError, OutputExistsError
+from stentor_hub.helpers import build_folder
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "onnx_export.json"
@@ -30,8 +29,8 @@ DEFAULT_PROMPTS = ("The history of science", "Once upon a time, in a small villa
 DEFAULT_ATOL = 1e-4
 
 
-class OnnxExportError(ValueError):
-    """The exported graph does not reproduce the PyTorch model (or the export failed)."""
+class OnnxExportError(ExportError):
+    """The exported graph does not reproduce the PyTorch model, or the onnx extra is missing."""
 
 
 @dataclass
@@ -192,12 +191,10 @@ def export_onnx(model: str | Path, out_dir: str | Path, *, prompts=DEFAULT_PROMP
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} exists and is not empty; choose a new --out folder for the ONNX export")
+        raise OutputExistsError(f"{out_dir} exists and is not empty; choose a new --out folder for the ONNX export")
     tokenizer = AutoTokenizer.from_pretrained(str(model), trust_remote_code=True)
     torch_model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).eval()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with build_folder(out_dir) as staging:
         _export_graph(torch_model, staging / ONNX_FILE)
         torch_model.config.save_pretrained(staging)
         if torch_model.generation_config is not None:
@@ -213,25 +210,4 @@ def export_onnx(model: str | Path, out_dir: str | Path, *, prompts=DEFAULT_PROMP
             files=sorted(p.name for p in staging.iterdir()) + [REPORT_FILE],
         )
         (staging / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-        install_folder(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report
-
-
-def _cmd_export_onnx(args) -> int:
-    report = export_onnx(args.model, args.out, atol=args.atol)
-    print(f"wrote {report.out_dir}: {', '.join(report.files)}")
-    print(f"checked: logits within {report.max_abs_logit_diff:.2g} of PyTorch (tolerance {report.atol:g}) on "
-          f"{len(report.prompts)} prompts; greedy generation of {report.greedy_new_tokens} tokens identical")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser("export", help="export a model to another format")
-    sub = parser.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
-    onnx = sub.add_parser("onnx", help="ONNX for text-generation-with-past, with the tokenizer and a check against PyTorch")
-    onnx.add_argument("model", help="model folder or Hub id")
-    onnx.add_argument("--out", required=True, help="output folder (new or empty)")
-    onnx.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"largest allowed logit difference (default {DEFAULT_ATOL:g})")
-    onnx.set_defaults(func=_cmd_export_onnx)

@@ -19,23 +19,25 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from stentor_hub._resources import install_folder
 from stentor_hub.card import ModelCardFacts, plot_curves, render_card
+from stentor_hub.errors import MissingInputError, OutputExistsError, PublishError, PushError
+from stentor_hub.helpers import build_folder, check_repo_id
+from stentor_hub.run_dir import CURVES_FILE, MANIFEST_FILE, RunDir
+from stentor_hub.tokenizer import copy_tokenizer_files
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
-RUN_FILES = ("training_curves.csv", "run_manifest.json")
+RUN_FILES = (CURVES_FILE, MANIFEST_FILE)
 GENERATE_PROMPT = "Once upon a time"
 
-
-class PublishError(ValueError):
-    """A publish step failed; the message says which and what to do (printed by the CLI, exit 2)."""
+__all__ = ["publish_run", "stage_repository", "check_staged", "push_folder", "PublishError", "PublishReport"]
 
 
 # --- staging -----------------------------------------------------------------------------------
 
 
-def stage_repository(run_dir: str | os.PathLike, staging_dir: str | os.PathLike, *, repo_id: str | None = None,
+def stage_repository(run_dir: "str | os.PathLike | RunDir", staging_dir: str | os.PathLike, *, repo_id: str | None = None,
                      blimp: str | os.PathLike | None = None, card_config: str | os.PathLike | None = None,
                      template_dir: str | os.PathLike | None = None, checkpoint: str = "best") -> Path:
     """Write the repository as it will be pushed into ``staging_dir``: the ``checkpoint`` weights
@@ -45,37 +47,27 @@ def stage_repository(run_dir: str | os.PathLike, staging_dir: str | os.PathLike,
     The folder is built beside ``staging_dir`` and moved into place, so a failure leaves nothing
     half-written. An existing ``staging_dir`` is replaced only if it is empty or a previous staging
     (it holds ``README.md`` and ``config.json``). Returns ``staging_dir``."""
-    run_dir, staging_dir = Path(run_dir), Path(staging_dir)
-    facts = ModelCardFacts.from_run(run_dir, blimp=blimp, card_config=card_config, repo_id=repo_id,
+    run, staging_dir = RunDir.open(run_dir), Path(staging_dir)
+    facts = ModelCardFacts.from_run(run, blimp=blimp, card_config=card_config, repo_id=repo_id,
                                     checkpoint=checkpoint, template_dir=template_dir)
     if staging_dir.exists() and any(staging_dir.iterdir()) and not (
         (staging_dir / "README.md").is_file() and (staging_dir / "config.json").is_file()
     ):
-        raise FileExistsError(f"staging folder {staging_dir} exists and is not a previous staging; choose a new --staging")
+        raise OutputExistsError(f"staging folder {staging_dir} exists and is not a previous staging; choose a new --staging")
     card = render_card(facts, template_dir)
-    staging_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{staging_dir.name}.", dir=staging_dir.parent))
-    try:
+    with build_folder(staging_dir) as tmp:
         for name in MODEL_FILES:
-            source = run_dir / checkpoint / name
+            source = run.checkpoint(checkpoint) / name
             if not source.is_file():
-                raise FileNotFoundError(f"{source} is missing; the {checkpoint} checkpoint must hold {', '.join(MODEL_FILES)}")
+                raise MissingInputError(f"{source} is missing; the {checkpoint} checkpoint must hold {', '.join(MODEL_FILES)}")
             shutil.copy2(source, tmp / name)
-        tokenizer_dir = run_dir / "tokenizer"
-        for source in sorted(tokenizer_dir.iterdir()):
-            if source.is_file() and not source.name.startswith("."):
-                if (tmp / source.name).exists():
-                    raise ValueError(f"tokenizer file {source} would overwrite the model's {source.name}")
-                shutil.copy2(source, tmp / source.name)
+        copy_tokenizer_files(run.tokenizer, tmp)
         for name in RUN_FILES:
-            shutil.copy2(run_dir / name, tmp / name)
+            shutil.copy2(run / name, tmp / name)
         if blimp is not None:
             shutil.copy2(blimp, tmp / "blimp_results.json")
         plot_curves(facts.curves, tmp / "training_curves.svg", title=f"{facts.model_name}: training curves")
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        install_folder(tmp, staging_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return staging_dir
 
 
@@ -200,7 +192,7 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
     """Create ``repo_id`` if needed and commit every file of ``folder`` in one commit, which
     first removes ``delete_folders`` from the repository (a folder replaced whole). Files whose
     content is already on the Hub are skipped by the client; unchanged content makes no commit.
-    Raises :class:`PublishError` (token redacted) on network or auth failures."""
+    Raises :class:`PushError` (a :class:`PublishError`; token redacted) on network or auth failures."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     folder = Path(folder)
@@ -220,7 +212,7 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
                        for path in sorted(folder.rglob("*")) if path.is_file()]
         info = api.create_commit(repo_id, operations, commit_message=message, revision=branch)
     except Exception as e:  # every failure becomes one message without the token
-        raise PublishError(_explain_push_error(e, api.endpoint, repo_id, secret)) from None
+        raise PushError(_explain_push_error(e, api.endpoint, repo_id, secret)) from None
     return PushResult(commit_url=info.commit_url, commit_oid=info.oid, created_commit=info.oid != before)
 
 
@@ -271,75 +263,54 @@ def _explain_push_error(error: Exception, endpoint: str, repo_id: str, secret: s
     return _redact(f"push to {repo_id} failed: {what} {nothing}", secret)
 
 
-# --- CLI ---------------------------------------------------------------------------------------
+# --- the verb: stage, check, push --------------------------------------------------------------
 
 
-def _cmd_card(args) -> int:
-    facts = ModelCardFacts.from_run(args.run_dir, blimp=args.blimp, card_config=args.card_config,
-                                    repo_id=args.repo_id, checkpoint=args.checkpoint, template_dir=args.template)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render_card(facts, args.template), encoding="utf-8")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
-    return 0
+@dataclass
+class PublishReport:
+    staging: Path
+    files: list[Path]  # the staged files
+    check: CheckReport
+    push: PushResult | None  # None for a dry run
+    kept: bool  # the staging folder was asked for and is kept
 
 
-def _cmd_publish(args) -> int:
-    if args.repo_id.count("/") != 1 or not all(args.repo_id.split("/")):
-        raise PublishError(f"--repo-id must be OWNER/NAME, got {args.repo_id!r}")
-    keep = args.staging is not None
-    staging_root = None if keep else Path(tempfile.mkdtemp(prefix="stentor-publish-"))
-    staging = Path(args.staging) if keep else staging_root / args.repo_id.split("/")[1]
+def publish_run(run_dir: "str | os.PathLike | RunDir", repo_id: str | None, *, blimp: str | os.PathLike | None = None,
+                card_config: str | os.PathLike | None = None, template_dir: str | os.PathLike | None = None,
+                checkpoint: str = "best", staging: str | os.PathLike | None = None, dry_run: bool = False,
+                private: bool = False, revision: str | None = None, commit_message: str | None = None,
+                token: str | None = None, on_staged: Callable[[Path, list[Path]], None] | None = None,
+                on_checked: Callable[[CheckReport], None] | None = None) -> PublishReport:
+    """Publish a training run to ``repo_id``: stage the repository (:func:`stage_repository`),
+    check it (:func:`check_staged`), then push it in one commit (:func:`push_folder`) unless
+    ``dry_run`` (a dry run needs no ``repo_id``; the card then names none). The staging folder is
+    ``staging`` (kept) or a temporary one (deleted). ``on_staged(folder, files)`` runs between
+    staging and the checks, ``on_checked(check)`` between the checks and the push (for progress
+    output). Raises :class:`PublishError` naming the failed step (:class:`PushError` for the push);
+    the token is never in a message."""
+    if repo_id is not None:
+        check_repo_id(repo_id, PublishError)
+    elif not dry_run:
+        raise PublishError("publishing needs --repo-id OWNER/NAME (the Hub repository to create or update)")
+    run = RunDir.open(run_dir)
+    kept = staging is not None
+    staging_root = None if kept else Path(tempfile.mkdtemp(prefix="stentor-publish-"))
+    folder = Path(staging) if kept else staging_root / (repo_id.split("/")[1] if repo_id else run.name)
     try:
-        stage_repository(args.run_dir, staging, repo_id=args.repo_id, blimp=args.blimp, card_config=args.card_config,
-                         template_dir=args.template, checkpoint=args.checkpoint)
-        files = sorted(p for p in staging.rglob("*") if p.is_file())
-        print(f"staged {len(files)} files in {staging}{'' if keep else ' (temporary)'}:")
-        for path in files:
-            print(f"  {path.relative_to(staging).as_posix():<28} {path.stat().st_size:>12,} bytes")
-        report = check_staged(staging)
-        print(f"checks passed: {report.tensors} tensors, {report.parameters:,} parameters, card metadata with "
-              f"{report.card_results} results, fresh-process load generated {report.generated_text!r}")
-        if args.dry_run:
-            print(f"dry run: nothing was sent to the Hub (would push to {args.repo_id})")
-            return 0
-        facts_step = json.loads((staging / "run_manifest.json").read_text())[args.checkpoint]["step"]
-        message = args.commit_message or f"Publish {args.repo_id.split('/')[1]}: {args.checkpoint} checkpoint (step {facts_step})"
-        result = push_folder(staging, args.repo_id, private=args.private, revision=args.revision, commit_message=message)
+        stage_repository(run, folder, repo_id=repo_id, blimp=blimp, card_config=card_config,
+                         template_dir=template_dir, checkpoint=checkpoint)
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        if on_staged is not None:
+            on_staged(folder, files)
+        check = check_staged(folder)
+        if on_checked is not None:
+            on_checked(check)
+        pushed = None
+        if not dry_run:
+            step = getattr(run.read_manifest(), checkpoint)["step"]
+            message = commit_message or f"Publish {repo_id.split('/')[1]}: {checkpoint} checkpoint (step {step})"
+            pushed = push_folder(folder, repo_id, token=token, private=private, revision=revision, commit_message=message)
     finally:
         if staging_root is not None:
             shutil.rmtree(staging_root, ignore_errors=True)
-    if result.created_commit:
-        print(f"pushed {args.repo_id}: {result.commit_url}")
-    else:
-        print(f"{args.repo_id} already has this content; no commit made ({result.commit_url})")
-    return 0
-
-
-def _add_card_arguments(parser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="training output folder (final/, best/, tokenizer/, ...)")
-    parser.add_argument("--blimp", metavar="FILE", help="blimp_results.json from `stentor-hub eval blimp`")
-    parser.add_argument("--card-config", metavar="FILE", help="card config (YAML or Markdown): metadata and prose")
-    parser.add_argument("--template", metavar="DIR", help="folder of Jinja templates overriding cards/ by name")
-    parser.add_argument("--checkpoint", choices=("best", "final"), default="best",
-                        help="weights to publish (default: best, the lowest eval loss)")
-
-
-def register_cli(subparsers) -> None:
-    card = subparsers.add_parser("card", help="render the model card of a training run")
-    _add_card_arguments(card)
-    card.add_argument("--repo-id", metavar="OWNER/NAME", help="repository the usage example loads from")
-    card.add_argument("--out", required=True, metavar="README.md", help="output file")
-    card.set_defaults(func=_cmd_card)
-
-    publish = subparsers.add_parser("publish", help="stage, check and push a training run to the Hub in one commit")
-    _add_card_arguments(publish)
-    publish.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="Hub repository (created if needed)")
-    publish.add_argument("--staging", metavar="DIR", help="keep the staged repository here (default: a temporary folder)")
-    publish.add_argument("--dry-run", action="store_true", help="stage and check only; no network request at all")
-    publish.add_argument("--private", action="store_true", help="create the repository as private")
-    publish.add_argument("--revision", metavar="BRANCH", help="branch to commit to (created if needed; default main)")
-    publish.add_argument("--commit-message", metavar="MSG", help="commit title")
-    publish.set_defaults(func=_cmd_publish)
+    return PublishReport(folder, files, check, pushed, kept)

@@ -27,6 +27,7 @@ impatient people; ``--set KEY=VALUE`` passes any other recipe override.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from stentor_hub.errors import QuickstartError
+from stentor_hub.helpers import check_repo_id, looks_like_hub_id, write_json_atomic, write_text_atomic
+from stentor_hub.run_dir import RunDir
 
 RECIPE = "tiny-cpu"
 DEFAULT_WORKDIR = os.path.join("runs", "quickstart")
@@ -45,6 +51,7 @@ DEFAULT_BLIMP_LIMIT = 100
 SAMPLE_TOKENS = 40
 # the Stentor2-30M card's recommended sampling settings
 SAMPLING = {"do_sample": True, "top_p": 0.8, "temperature": 1.0, "repetition_penalty": 1.1}
+TOTAL_STEPS = 6
 MARKER = ".stentor-quickstart"  # a workdir holding it was made by quickstart and may be replaced
 
 logger = logging.getLogger("stentor_hub.quickstart")
@@ -60,10 +67,6 @@ limitations: |
   to end (training, evaluation, card, repository); it does not write good text and must not be used
   for anything that matters.
 """
-
-
-class QuickstartError(ValueError):
-    """Something quickstart needs is missing or wrong; the message says what to pass."""
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -86,12 +89,6 @@ class Inputs:
         return str(first["path"] if isinstance(first, dict) else first)
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    parts = str(name).split("/")
-    return (len(parts) == 2 and all(parts) and not str(name).startswith((".", "/", "~"))
-            and not Path(name).expanduser().exists() and Path(name).suffix == "")
-
-
 def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
     """Whether the Hub (``HF_ENDPOINT``) answers a TCP connection, and its address. One quick probe,
     so offline inputs are reported at once instead of after the client's retries."""
@@ -111,98 +108,124 @@ def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
         return False, endpoint
 
 
+class InputProblems:
+    """The problems found while resolving the inputs, reported together; the Hub is probed once,
+    the first time an input needs it."""
+
+    def __init__(self):
+        self.problems: list[str] = []
+        self.offline_names: list[str] = []  # Hub names that cannot be fetched
+        self.notes: list[str] = []  # where each default came from
+        self._hub: tuple[bool, str] | None = None
+
+    def online(self) -> bool:
+        if self._hub is None:
+            self._hub = hub_reachable()
+        return self._hub[0]
+
+    def offline(self, name: str, problem: str) -> None:
+        self.offline_names.append(name)
+        self.problems.append(problem)
+
+    def raise_if_any(self) -> None:
+        if not self.problems:
+            return
+        message = "quickstart cannot start (nothing was written):\n  - " + "\n  - ".join(self.problems)
+        if self.offline_names:
+            message += (
+                f"\nThe Hub ({self._hub[1] if self._hub else 'HF_ENDPOINT'}) is unreachable or HF_HUB_OFFLINE is set, so "
+                f"{', '.join(self.offline_names)} cannot be fetched. Offline, pass local copies: --corpus PATH (text to "
+                "train on), --vocab PATH (the english-8000-strict-nocapcode-v1.vocab TokenMonster file) and --blimp DIR "
+                "(the BLiMP *.jsonl files); or set STENTOR_SHARED=/path/to/shared, a folder holding tokenmonster/vocabs/, "
+                "blimp/ and corpora/gutenberg_{train,val}.txt."
+            )
+        raise QuickstartError(message)
+
+
 def resolve_inputs(corpus: str | None, vocab: str | None, blimp: str | None, blimp_limit: int,
                    recipe: dict) -> tuple[Inputs, dict]:
     """Resolve and check every input; returns the inputs and the BLiMP pairs (read now, so a
     missing file fails before training). Raises :class:`QuickstartError` listing every problem
     at once, with the flags that fix them."""
     from stentor_hub._resources import shared_dir
-    from stentor_hub.evaluation import BLIMP_HUB_DATASET, load_blimp
+
+    shared, found = shared_dir(), InputProblems()
+    train_sources, eval_sources = resolve_corpus(corpus, recipe, shared, found)
+    vocab_name, vocab_path = resolve_vocab_input(vocab, recipe, found)
+    blimp_data, pairs = resolve_blimp_input(blimp, blimp_limit, shared, found)
+    found.raise_if_any()
+    return Inputs(train_sources, eval_sources, vocab_name, vocab_path, blimp_data, found.notes), pairs
+
+
+def resolve_corpus(corpus: str | None, recipe: dict, shared: Path | None, found: InputProblems) -> tuple[list, list]:
+    """``--corpus``, else the recipe's Gutenberg text in the shared data, else the Hub corpus;
+    each source is checked (a local file exists, a Hub dataset streams one document)."""
     from stentor_hub.recipes.data import Source, iter_documents, local_files
-    from stentor_hub.tokenizer import DEFAULT_VOCAB, resolve_vocab, vocab_search_dirs
 
-    shared = shared_dir()
-    problems: list[str] = []
-    notes: list[str] = []
-    hub: tuple[bool, str] | None = None
-    offline_names: list[str] = []
-
-    def online() -> bool:
-        nonlocal hub
-        if hub is None:
-            hub = hub_reachable()
-        return hub[0]
-
-    # corpus
     if corpus is not None:
-        train_sources = [{"path": corpus if _looks_like_hub_id(corpus) else str(Path(corpus).expanduser())}]
+        train_sources = [{"path": corpus if looks_like_hub_id(corpus) else str(Path(corpus).expanduser())}]
         eval_sources: list = []
     elif shared is not None:
         train_sources, eval_sources = recipe["data"]["train_sources"], recipe["data"]["eval_sources"] or []
-        notes.append(f"corpus: the tiny-cpu recipe's Gutenberg text in {shared}/corpora")
+        found.notes.append(f"corpus: the tiny-cpu recipe's Gutenberg text in {shared}/corpora")
     else:
         train_sources, eval_sources = [{"path": HUB_CORPUS}], []
-        notes.append(f"corpus: the Hub dataset {HUB_CORPUS} (streamed; no shared data folder found)")
+        found.notes.append(f"corpus: the Hub dataset {HUB_CORPUS} (streamed; no shared data folder found)")
     for spec in [*train_sources, *eval_sources]:
         source = Source.parse(spec)
         if source.is_local():
             if not local_files(source.path):
-                problems.append(f"corpus: {source.path} does not exist; pass --corpus PATH (a .txt file with blank "
-                                "lines between documents, .jsonl/.parquet with a 'text' field, or a glob)")
-        elif not online():
-            offline_names.append(source.path)
-            problems.append(f"corpus: {source.path} is a Hub dataset and the Hub is unreachable")
+                found.problems.append(f"corpus: {source.path} does not exist; pass --corpus PATH (a .txt file with blank "
+                                      "lines between documents, .jsonl/.parquet with a 'text' field, or a glob)")
+        elif not found.online():
+            found.offline(source.path, f"corpus: {source.path} is a Hub dataset and the Hub is unreachable")
         else:
             try:
                 next(iter(iter_documents(source)), None)  # streams one document
             except (OSError, ValueError) as e:
-                problems.append(f"corpus: {e}")
+                found.problems.append(f"corpus: {e}")
+    return train_sources, eval_sources
 
-    # vocabulary: a path, a name found locally, or a Hub download
+
+def resolve_vocab_input(vocab: str | None, recipe: dict, found: InputProblems) -> tuple[str, Path | None]:
+    """The vocabulary as the recipe records it (a name or a path) and its file: a path, a name
+    found locally, or a Hub download (only tried when the Hub answers)."""
+    from stentor_hub.tokenizer import DEFAULT_VOCAB, find_local_vocab, resolve_vocab, vocab_is_path, vocab_search_dirs
+
     vocab_name = str(vocab) if vocab is not None else (recipe["tokenizer"]["vocab"] or DEFAULT_VOCAB)
-    vocab_path = None
-    is_name = not (vocab_name.endswith(".vocab") or os.sep in vocab_name or Path(vocab_name).expanduser().exists())
-    if is_name and not any((d / f"{vocab_name}.vocab").is_file() for d in vocab_search_dirs()) and not online():
-        offline_names.append(vocab_name)
-        problems.append(f"vocabulary: {vocab_name} is not in {', '.join(map(str, vocab_search_dirs()))} and the Hub is unreachable")
-    else:
-        try:
-            vocab_path = resolve_vocab(vocab_name)
-        except FileNotFoundError as e:
-            problems.append(f"vocabulary: {e}")
+    if not vocab_is_path(vocab_name) and find_local_vocab(vocab_name) is None and not found.online():
+        found.offline(vocab_name, f"vocabulary: {vocab_name} is not in {', '.join(map(str, vocab_search_dirs()))} "
+                                  "and the Hub is unreachable")
+        return vocab_name, None
+    try:
+        return vocab_name, resolve_vocab(vocab_name)
+    except FileNotFoundError as e:
+        found.problems.append(f"vocabulary: {e}")
+        return vocab_name, None
 
-    # BLiMP
+
+def resolve_blimp_input(blimp: str | None, blimp_limit: int, shared: Path | None,
+                        found: InputProblems) -> tuple[str, dict]:
+    """``--blimp``, else the shared data's BLiMP folder, else the Hub dataset; its pairs are read now."""
+    from stentor_hub.evaluation import BLIMP_HUB_DATASET, load_blimp
+
     if blimp is not None:
-        blimp_data = blimp if _looks_like_hub_id(blimp) else str(Path(blimp).expanduser())
+        blimp_data = blimp if looks_like_hub_id(blimp) else str(Path(blimp).expanduser())
     elif shared is not None and (shared / "blimp").is_dir():
         blimp_data = str(shared / "blimp")
-        notes.append(f"BLiMP: {blimp_data}")
+        found.notes.append(f"BLiMP: {blimp_data}")
     else:
         blimp_data = BLIMP_HUB_DATASET
-        notes.append(f"BLiMP: the Hub dataset {BLIMP_HUB_DATASET}")
-    pairs: dict = {}
-    if _looks_like_hub_id(blimp_data) and not online():
-        offline_names.append(blimp_data)
-        problems.append(f"BLiMP: {blimp_data} is a Hub dataset and the Hub is unreachable")
-    else:
-        try:
-            pairs = load_blimp(blimp_data, limit=blimp_limit)
-        except (OSError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            problems.append(f"BLiMP: {first.replace('with --data', 'with --blimp')}")
-
-    if problems:
-        message = "quickstart cannot start (nothing was written):\n  - " + "\n  - ".join(problems)
-        if offline_names:
-            message += (
-                f"\nThe Hub ({hub[1] if hub else 'HF_ENDPOINT'}) is unreachable or HF_HUB_OFFLINE is set, so "
-                f"{', '.join(offline_names)} cannot be fetched. Offline, pass local copies: --corpus PATH (text to "
-                "train on), --vocab PATH (the english-8000-strict-nocapcode-v1.vocab TokenMonster file) and --blimp DIR "
-                "(the BLiMP *.jsonl files); or set STENTOR_SHARED=/path/to/shared, a folder holding tokenmonster/vocabs/, "
-                "blimp/ and corpora/gutenberg_{train,val}.txt."
-            )
-        raise QuickstartError(message)
-    return Inputs(train_sources, eval_sources, vocab_name, vocab_path, blimp_data, notes), pairs
+        found.notes.append(f"BLiMP: the Hub dataset {BLIMP_HUB_DATASET}")
+    if looks_like_hub_id(blimp_data) and not found.online():
+        found.offline(blimp_data, f"BLiMP: {blimp_data} is a Hub dataset and the Hub is unreachable")
+        return blimp_data, {}
+    try:
+        return blimp_data, load_blimp(blimp_data, limit=blimp_limit)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        found.problems.append(f"BLiMP: {first.replace('with --data', 'with --blimp')}")
+        return blimp_data, {}
 
 
 def build_recipe(inputs: Inputs, max_steps: int | None = None, overrides: list[str] | None = None) -> dict:
@@ -286,14 +309,14 @@ def prepare_workdir(workdir: Path) -> None:
             )
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text("made by stentor-hub quickstart; the next quickstart run replaces this folder\n")
+    write_text_atomic(workdir / MARKER, "made by stentor-hub quickstart; the next quickstart run replaces this folder\n")
     if not os.access(workdir, os.W_OK):
         raise QuickstartError(f"--workdir {workdir} is not writable; choose another folder")
 
 
 def _check_push(push: bool, repo_id: str | None) -> None:
-    if repo_id is not None and (repo_id.count("/") != 1 or not all(repo_id.split("/"))):
-        raise QuickstartError(f"--repo-id must be OWNER/NAME, got {repo_id!r}")
+    if repo_id is not None:
+        check_repo_id(repo_id, QuickstartError)
     if not push:
         return
     if repo_id is None:
@@ -319,135 +342,194 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
+class _Timer:
+    """Seconds per step of the quickstart, for the summary."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        t = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - t
+
+    def summary(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in self.seconds.items()} | {"total": round(time.perf_counter() - self.started, 1)}
+
+
+@dataclass
+class Evaluation:
+    perplexity: dict
+    blimp: dict
+    blimp_file: Path
+
+
+@dataclass
+class Staged:
+    repo_dir: Path
+    card_config: Path
+    check: Any  # stentor_hub.publish.CheckReport
+    pushed: dict | None = None
+
+
 def run_quickstart(workdir: str | os.PathLike = DEFAULT_WORKDIR, corpus: str | None = None, vocab: str | None = None,
                    blimp: str | None = None, repo_id: str | None = None, push: bool = False,
                    max_steps: int | None = None, blimp_limit: int = DEFAULT_BLIMP_LIMIT,
                    prompt: str = DEFAULT_PROMPT, overrides: list[str] | None = None, seed: int = 42,
                    threads: int | None = None) -> dict:
-    """Run the whole job; returns the summary (also written to ``WORKDIR/summary.json``)."""
-    started = time.perf_counter()
+    """Run the whole job, one function a step; returns the summary (also written to
+    ``WORKDIR/summary.json``). Raises :class:`QuickstartError` for bad input, before training."""
+    timer = _Timer()
     workdir = Path(workdir).expanduser().resolve()
     if blimp_limit < 1:
         raise QuickstartError(f"--blimp-limit must be at least 1 pair per task, got {blimp_limit}")
     _check_push(push, repo_id)
-    total_steps = 6
-    timings: dict[str, float] = {}
+    with timer.step("inputs"):
+        inputs, pairs, config = check_inputs(workdir, corpus, vocab, blimp, blimp_limit, max_steps, overrides)
+    run, threads_used = train_step(config, workdir, threads, timer)
+    with timer.step("evaluation"):
+        evaluation = evaluate_step(run, config, pairs, workdir, blimp_limit)
+    staged = publish_step(run, inputs, evaluation, workdir, repo_id, push, timer)
+    with timer.step("sample"):
+        sample = sample_step(staged.repo_dir, prompt, seed, workdir)
+    summary = build_summary(workdir, run, inputs, evaluation, staged, prompt, sample, seed, threads_used, blimp_limit)
+    summary["seconds"] = timer.summary()
+    write_json_atomic(summary, workdir / "summary.json")
+    print_summary(summary)
+    return summary
 
-    _step(1, total_steps, "checking the inputs")
+
+def check_inputs(workdir: Path, corpus: str | None, vocab: str | None, blimp: str | None, blimp_limit: int,
+                 max_steps: int | None, overrides: list[str] | None) -> tuple[Inputs, dict, dict]:
+    """Step 1: resolve the inputs, build and check the recipe, then prepare the workdir."""
     from stentor_hub.recipes.config import load_recipe
-
-    t = time.perf_counter()
-    inputs, pairs = resolve_inputs(corpus, vocab, blimp, blimp_limit, load_recipe(RECIPE))
-    config = build_recipe(inputs, max_steps, overrides)
     from stentor_hub.recipes.train import check_recipe
 
+    _step(1, TOTAL_STEPS, "checking the inputs")
+    inputs, pairs = resolve_inputs(corpus, vocab, blimp, blimp_limit, load_recipe(RECIPE))
+    config = build_recipe(inputs, max_steps, overrides)
     check_recipe(config, 1)
     check_holdout(config)
     for note in inputs.notes:
         print(f"  {note}")
     print(f"  vocabulary: {inputs.vocab_path}")
     prepare_workdir(workdir)
-    timings["inputs"] = time.perf_counter() - t
+    return inputs, pairs, config
 
-    # 2. training, through the same function as `python -m stentor_hub.recipes.train`
-    _step(2, total_steps, f"training the {RECIPE} recipe ({config['training']['max_steps']} steps at most; "
-                          "the corpus is tokenized first and cached for the next run)")
+
+def train_step(config: dict, workdir: Path, threads: int | None, timer: _Timer) -> tuple[RunDir, int]:
+    """Step 2: training, through the same function as ``python -m stentor_hub.recipes.train``."""
     import torch
 
     from stentor_hub.recipes.train import train
 
+    _step(2, TOTAL_STEPS, f"training the {RECIPE} recipe ({config['training']['max_steps']} steps at most; "
+                          "the corpus is tokenized first and cached for the next run)")
     threads_used, why = choose_threads(threads)
     torch.set_num_threads(threads_used)
     print(f"  torch threads: {threads_used} ({why})")
     _log_to_console()
-    t = time.perf_counter()
-    run_dir = train(config, workdir / RUN_NAME)
-    timings["training"] = time.perf_counter() - t
-    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    with timer.step("training"):
+        run = train(config, workdir / RUN_NAME)
+    return run, threads_used
 
-    # 3. evaluation of the best checkpoint (the weights that get published)
-    _step(3, total_steps, "evaluating the best checkpoint: perplexity, then BLiMP "
+
+def evaluate_step(run: RunDir, config: dict, pairs: dict, workdir: Path, blimp_limit: int) -> Evaluation:
+    """Step 3: perplexity and BLiMP of the best checkpoint (the weights that get published)."""
+    from stentor_hub.evaluation import evaluate_blimp, evaluate_perplexity, load_model_and_tokenizer
+
+    _step(3, TOTAL_STEPS, "evaluating the best checkpoint: perplexity, then BLiMP "
                           f"({len(pairs)} tasks x the first {blimp_limit} pairs)")
-    from stentor_hub.evaluation import evaluate_blimp, evaluate_perplexity, load_model_and_tokenizer, write_json_atomic
-
-    t = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(run_dir / "best", device=None)
+    model, tokenizer = load_model_and_tokenizer(run.best, device=None)
     data = config["data"]
     # the Trainer's eval blocks: the eval source, or the first documents held out of the corpus
     ppl_source = (data["eval_sources"] or data["train_sources"])[0]
     ppl = evaluate_perplexity(model, tokenizer, ppl_source, block_size=data["block_size"],
-                              max_samples=data["max_eval_samples"], progress=True, model_name=str(run_dir / "best"))
+                              max_samples=data["max_eval_samples"], progress=True, model_name=str(run.best))
     write_json_atomic(ppl, workdir / "eval" / "perplexity.json")
-    blimp_results = evaluate_blimp(model, tokenizer, pairs, progress=True, model_name=str(run_dir / "best"))
+    blimp_results = evaluate_blimp(model, tokenizer, pairs, progress=True, model_name=str(run.best))
     blimp_results["limit"] = blimp_limit
     blimp_file = write_json_atomic(blimp_results, workdir / "eval" / "blimp_results.json")
-    del model
-    timings["evaluation"] = time.perf_counter() - t
+    return Evaluation(ppl, blimp_results, blimp_file)
 
-    # 4. card, staging and the publisher's checks
-    _step(4, total_steps, "rendering the card and staging the repository; a fresh offline process loads it")
-    from stentor_hub.publish import check_staged, push_folder, stage_repository
 
-    t = time.perf_counter()
+def publish_step(run: RunDir, inputs: Inputs, evaluation: Evaluation, workdir: Path, repo_id: str | None,
+                 push: bool, timer: _Timer) -> Staged:
+    """Steps 4 and 5: the card, the staged repository and the publisher's checks
+    (:func:`stentor_hub.publish.publish_run`, as ``stentor-hub publish``); the push only when asked."""
+    from stentor_hub.errors import PushError
+    from stentor_hub.publish import publish_run
+
+    _step(4, TOTAL_STEPS, "rendering the card and staging the repository; a fresh offline process loads it")
     model_name = repo_id.split("/")[1] if repo_id else RUN_NAME
-    card_config = workdir / "card_config.yaml"
-    card_config.write_text(_CARD_CONFIG.format(model_name=json.dumps(model_name), corpus=_corpus_words(inputs)))
-    repo_dir = stage_repository(run_dir, workdir / "repo", repo_id=repo_id, blimp=blimp_file, card_config=card_config)
-    report = check_staged(repo_dir)
-    timings["staging"] = time.perf_counter() - t
+    card_config = write_text_atomic(workdir / "card_config.yaml", _CARD_CONFIG.format(
+        model_name=json.dumps(model_name), corpus=_corpus_words(inputs)))
+    staging_started = time.perf_counter()
+    push_started = None
 
-    # 5. push, only when asked
-    pushed = None
-    if push:
-        _step(5, total_steps, f"pushing {repo_dir} to {repo_id} in one commit")
-        t = time.perf_counter()
-        try:
-            result = push_folder(repo_dir, repo_id, commit_message=f"stentor-hub quickstart: {RECIPE} recipe, "
-                                                                   f"best checkpoint (step {manifest['best']['step']})")
-        except ValueError as e:  # PublishError: already says what happened, without the token
-            raise QuickstartError(f"{e}\nEverything else is done and kept in {workdir}; once fixed, push the staged "
-                                  f"repository with: stentor-hub publish {run_dir} --repo-id {repo_id} "
-                                  f"--blimp {blimp_file} --card-config {card_config}") from None
-        pushed = {"repo_id": repo_id, "commit_url": result.commit_url, "commit_oid": result.commit_oid,
-                  "created_commit": result.created_commit}
-        timings["push"] = time.perf_counter() - t
-    else:
-        _step(5, total_steps, "not pushing (pass --push --repo-id OWNER/NAME to publish)")
+    def checked(_report) -> None:
+        nonlocal push_started
+        timer.seconds["staging"] = time.perf_counter() - staging_started
+        push_started = time.perf_counter()
+        _step(5, TOTAL_STEPS, f"pushing {workdir / 'repo'} to {repo_id} in one commit" if push
+              else "not pushing (pass --push --repo-id OWNER/NAME to publish)")
 
-    # 6. reload the staged repository as a user would, and sample with the card's settings
-    _step(6, total_steps, "reloading the staged repository with AutoTokenizer/AutoModelForCausalLM and sampling")
-    t = time.perf_counter()
+    best_step = run.read_manifest().best["step"]
+    try:
+        report = publish_run(run, repo_id, blimp=evaluation.blimp_file, card_config=card_config,
+                             staging=workdir / "repo", dry_run=not push, on_checked=checked,
+                             commit_message=f"stentor-hub quickstart: {RECIPE} recipe, best checkpoint (step {best_step})")
+    except PushError as e:  # already says what happened, without the token
+        raise QuickstartError(f"{e}\nEverything else is done and kept in {workdir}; once fixed, push the staged "
+                              f"repository with: stentor-hub publish {run} --repo-id {repo_id} "
+                              f"--blimp {evaluation.blimp_file} --card-config {card_config}") from None
+    staged = Staged(report.staging, card_config, report.check)
+    if report.push is not None:
+        staged.pushed = {"repo_id": repo_id, "commit_url": report.push.commit_url, "commit_oid": report.push.commit_oid,
+                         "created_commit": report.push.created_commit}
+        timer.seconds["push"] = time.perf_counter() - push_started
+    return staged
+
+
+def sample_step(repo_dir: Path, prompt: str, seed: int, workdir: Path) -> str:
+    """Step 6: reload the staged repository as a user would, and sample with the card's settings."""
+    _step(6, TOTAL_STEPS, "reloading the staged repository with AutoTokenizer/AutoModelForCausalLM and sampling")
     sample = generate_sample(repo_dir, prompt, seed=seed)
-    (workdir / "sample.txt").write_text(sample + "\n", encoding="utf-8")
-    timings["sample"] = time.perf_counter() - t
+    write_text_atomic(workdir / "sample.txt", sample + "\n")
+    return sample
 
-    files = sorted(p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*") if p.is_file())
-    summary = {
+
+def build_summary(workdir: Path, run: RunDir, inputs: Inputs, evaluation: Evaluation, staged: Staged, prompt: str,
+                  sample: str, seed: int, threads_used: int, blimp_limit: int) -> dict:
+    """What the quickstart made, for ``summary.json`` and the printed summary."""
+    import torch
+
+    manifest, repo_dir = run.read_manifest(), staged.repo_dir
+    ppl, blimp_results, report = evaluation.perplexity, evaluation.blimp, staged.check
+    return {
         "workdir": str(workdir),
-        "run_dir": str(run_dir),
+        "run_dir": str(run),
         "repository": str(repo_dir),
-        "repository_files": files,
+        "repository_files": sorted(p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*") if p.is_file()),
         "card": str(repo_dir / "README.md"),
         "inputs": {"corpus": inputs.train_sources, "eval": inputs.eval_sources or "held out from the corpus",
                    "vocab": str(inputs.vocab_path), "blimp": inputs.blimp},
-        "model": {"parameters": manifest["model"]["parameters"], "checkpoint": "best", "best_step": manifest["best"]["step"]},
-        "training": {k: manifest["training"][k] for k in ("steps", "tokens_seen", "train_seconds", "tokens_per_second", "stopped_by")}
-        | {"mixed_precision": manifest["hardware"]["mixed_precision"], "start_eval_loss": _start_eval_loss(run_dir)},
+        "model": {"parameters": manifest.parameters, "checkpoint": "best", "best_step": manifest.best["step"]},
+        "training": {k: manifest.training[k] for k in ("steps", "tokens_seen", "train_seconds", "tokens_per_second", "stopped_by")}
+        | {"mixed_precision": manifest.hardware["mixed_precision"], "start_eval_loss": _start_eval_loss(run)},
         "perplexity": {"eval_loss": ppl["eval_loss"], "eval_ppl": ppl["eval_ppl"], "blocks": ppl["blocks"],
                        "block_size": ppl["block_size"], "data": ppl["data"]},
         "blimp": {"overall": blimp_results["overall"], "num_tasks": blimp_results["num_tasks"],
                   "num_pairs": blimp_results["num_pairs"], "limit": blimp_limit},
         "check": {"tensors": report.tensors, "parameters": report.parameters, "card_results": report.card_results},
-        "pushed": pushed,
+        "pushed": staged.pushed,
         "sample": {"prompt": prompt, "text": sample, "max_new_tokens": SAMPLE_TOKENS, "seed": seed,
                    **{k: v for k, v in SAMPLING.items() if k != "do_sample"}},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch_threads": threads_used,
-        "seconds": {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - started, 1)},
     }
-    write_json_atomic(summary, workdir / "summary.json")
-    print_summary(summary)
-    return summary
 
 
 def choose_threads(threads: int | None) -> tuple[int, str]:
@@ -474,14 +556,12 @@ def _corpus_words(inputs: Inputs) -> str:
     names = []
     for spec in inputs.train_sources:
         path = str(spec["path"] if isinstance(spec, dict) else spec)
-        names.append(f"`{path if _looks_like_hub_id(path) else Path(path).name}`")
+        names.append(f"`{path if looks_like_hub_id(path) else Path(path).name}`")
     return ", ".join(names)
 
 
-def _start_eval_loss(run_dir: Path) -> float | None:
-    from stentor_hub.card import read_curves
-
-    first = next((p for p in read_curves(run_dir / "training_curves.csv") if p.eval_loss is not None), None)
+def _start_eval_loss(run: RunDir) -> float | None:
+    first = next((p for p in run.read_curves() if p.eval_loss is not None), None)
     return None if first is None else first.eval_loss
 
 
@@ -545,51 +625,3 @@ def _log_to_console() -> None:
         handler.setFormatter(logging.Formatter("  %(message)s"))
         package.addHandler(handler)
         package.setLevel(logging.INFO)
-
-
-# -- CLI ------------------------------------------------------------------------------------------
-
-
-def _cmd_quickstart(args) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_quickstart(workdir=args.workdir, corpus=args.corpus, vocab=args.vocab, blimp=args.blimp, repo_id=args.repo_id,
-                   push=args.push, max_steps=args.max_steps, blimp_limit=args.blimp_limit, prompt=args.prompt,
-                   overrides=args.set, threads=args.threads)
-    return 0
-
-
-
-def register_cli(subparsers) -> None:
-    from stentor_hub.cli import positive_int
-
-    parser = subparsers.add_parser(
-        "quickstart", help="train the tiny recipe, evaluate, write the card, stage (and optionally push) the repository",
-        description="Raw text in, a loadable repository with a complete model card out: train the tiny-cpu recipe, "
-                    "evaluate perplexity and a BLiMP subset, render the card, stage the repository (push it with --push), "
-                    "reload it with the Auto classes and sample. Under 10 minutes on 2 CPU cores.",
-    )
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, metavar="DIR",
-                        help=f"where everything goes (default ./{DEFAULT_WORKDIR}; a previous quickstart's folder is replaced)")
-    parser.add_argument("--corpus", metavar="PATH",
-                        help=f"training text: .txt (blank lines between documents), .jsonl/.parquet ('text'), a glob, or a Hub "
-                             f"dataset id (default: ../shared/corpora Gutenberg text, else {HUB_CORPUS}); validation is "
-                             "held out from its first documents")
-    parser.add_argument("--vocab", metavar="PATH_OR_NAME",
-                        help="TokenMonster vocabulary file or name (default english-8000-strict-nocapcode-v1, looked up "
-                             "locally, then on the Hub)")
-    parser.add_argument("--blimp", metavar="PATH",
-                        help="folder of BLiMP *.jsonl files or the Hub dataset nyu-mll/blimp (default ../shared/blimp if present)")
-    parser.add_argument("--repo-id", metavar="OWNER/NAME", help="Hub repository named in the card (and pushed to with --push)")
-    parser.add_argument("--push", action="store_true",
-                        help="push the staged repository to --repo-id in one commit (token: HF_TOKEN or `hf auth login`)")
-    parser.add_argument("--max-steps", type=positive_int, metavar="N",
-                        help="train at most N steps (default: the recipe's rules, 2 epochs and at most 400 steps); "
-                             "evaluation, checkpoints and the lr schedule scale with it")
-    parser.add_argument("--blimp-limit", type=positive_int, default=DEFAULT_BLIMP_LIMIT, metavar="N",
-                        help=f"BLiMP pairs per task, the first N of each of the 67 (default {DEFAULT_BLIMP_LIMIT}; 1000 is all)")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"prompt of the sample (default {DEFAULT_PROMPT!r})")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="torch CPU threads (default: torch's, or 1 when other processes keep every core busy)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other tiny-cpu recipe override, e.g. --set data.cache_dir=/tmp/tokens (repeatable)")
-    parser.set_defaults(func=_cmd_quickstart)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from stentor_hub._resources import install_folder, shared_dir
+from stentor_hub._resources import shared_dir
+from stentor_hub.errors import MissingInputError, OutputExistsError, TokenizerError
+from stentor_hub.helpers import build_folder
 
 DEFAULT_VOCAB = "english-8000-strict-nocapcode-v1"
 VOCAB_DIR_ENV = "STENTOR_VOCAB_DIR"
@@ -32,28 +33,43 @@ def vocab_search_dirs() -> list[Path]:
     return dirs
 
 
-def resolve_vocab(vocab: str | os.PathLike) -> Path:
-    """Path of a TokenMonster vocabulary given as a path or a name.
-
-    Raises ``FileNotFoundError`` with what was tried and how to pass a path when the file is
-    neither local nor downloadable (for example offline)."""
+def vocab_is_path(vocab: str | os.PathLike) -> bool:
+    """Whether ``vocab`` names a file (``.vocab`` suffix, a folder separator, or an existing
+    path) rather than a vocabulary name to look up."""
     as_path = Path(vocab).expanduser()
-    if as_path.suffix == ".vocab" or os.sep in str(vocab) or as_path.exists():
-        if as_path.is_file():
-            return as_path
-        raise FileNotFoundError(f"vocabulary file not found: {as_path}")
-    name = str(vocab)
+    return as_path.suffix == ".vocab" or os.sep in str(vocab) or as_path.exists()
+
+
+def find_local_vocab(name: str) -> Path | None:
+    """``NAME.vocab`` in the first of :func:`vocab_search_dirs` that has it."""
     for folder in vocab_search_dirs():
         candidate = folder / f"{name}.vocab"
         if candidate.is_file():
             return candidate
+    return None
+
+
+def resolve_vocab(vocab: str | os.PathLike) -> Path:
+    """Path of a TokenMonster vocabulary given as a path or a name.
+
+    Raises :class:`MissingInputError` with what was tried and how to pass a path when the file is
+    neither local nor downloadable (for example offline)."""
+    if vocab_is_path(vocab):
+        as_path = Path(vocab).expanduser()
+        if as_path.is_file():
+            return as_path
+        raise MissingInputError(f"vocabulary file not found: {as_path}")
+    name = str(vocab)
+    local = find_local_vocab(name)
+    if local is not None:
+        return local
     try:
         from huggingface_hub import hf_hub_download
 
         return Path(hf_hub_download(HUB_VOCAB_REPO, f"vocabs/{name}.vocab"))
     except Exception as e:  # offline, unknown name, no access: all end the same way for the user
         searched = ", ".join(str(d) for d in vocab_search_dirs())
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"TokenMonster vocabulary '{name}' is not available: not in {searched}, and the Hub download of "
             f"{HUB_VOCAB_REPO}/vocabs/{name}.vocab failed ({type(e).__name__}). Pass the path of the .vocab "
             f"file instead (--vocab /path/to/{name}.vocab), or put it in ${VOCAB_DIR_ENV}."
@@ -62,9 +78,33 @@ def resolve_vocab(vocab: str | os.PathLike) -> Path:
 
 def tokenizer_class():
     """``StentorTokenizer``, imported from the remote code that ships with every model."""
-    from stentor_hub.remote.tokenization_stentor import StentorTokenizer
+    from stentor_hub.remote_code import load
 
-    return StentorTokenizer
+    return load("tokenization_stentor").StentorTokenizer
+
+
+def load_vocab_tokenizer(vocab_path: str | os.PathLike):
+    """A ``StentorTokenizer`` over a vocabulary file; a file that is not a TokenMonster
+    vocabulary stentor-hub can read is a :class:`TokenizerError` naming it."""
+    try:
+        return tokenizer_class()(vocab_file=str(vocab_path))
+    except (ValueError, EOFError) as e:  # the remote code raises plain errors: it ships without stentor-hub
+        raise TokenizerError(f"{vocab_path} is not a usable TokenMonster vocabulary: {e}") from None
+
+
+def copy_tokenizer_files(tokenizer_dir: str | os.PathLike, into: str | os.PathLike) -> list[Path]:
+    """Copy the files of a tokenizer folder (vocabulary, configs, remote code) into a model folder,
+    refusing to overwrite one of the model's own files. Returns the copies."""
+    tokenizer_dir, into = Path(tokenizer_dir), Path(into)
+    copied = []
+    for source in sorted(tokenizer_dir.iterdir()):
+        if source.is_file() and not source.name.startswith("."):
+            target = into / source.name
+            if target.exists():
+                raise TokenizerError(f"tokenizer file {source} would overwrite the model's {source.name}")
+            shutil.copy2(source, target)
+            copied.append(target)
+    return copied
 
 
 def export_tokenizer(vocab: str | os.PathLike, out_dir: str | os.PathLike):
@@ -76,15 +116,10 @@ def export_tokenizer(vocab: str | os.PathLike, out_dir: str | os.PathLike):
     refused. Returns the tokenizer."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "tokenizer_config.json").is_file():
-        raise FileExistsError(f"{out_dir} exists and is not a tokenizer folder; choose an empty or new --out")
-    tokenizer = tokenizer_class()(vocab_file=str(resolve_vocab(vocab)))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+        raise OutputExistsError(f"{out_dir} exists and is not a tokenizer folder; choose an empty or new --out")
+    tokenizer = load_vocab_tokenizer(resolve_vocab(vocab))
+    with build_folder(out_dir) as staging:
         tokenizer.save_pretrained(str(staging))
-        install_folder(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return tokenizer
 
 
@@ -93,21 +128,3 @@ def load_tokenizer(path_or_repo: str | os.PathLike, **kwargs):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path_or_repo), trust_remote_code=True, **kwargs)
-
-
-def _cmd_export(args) -> int:
-    tokenizer = export_tokenizer(args.vocab, args.out)
-    sample = "Hello world"
-    ids = tokenizer.encode(sample)
-    print(f"wrote {args.out}: {len(tokenizer)} ids ({tokenizer.vocab_size} TokenMonster + specials)")
-    print(f"{sample!r} -> {ids} -> {tokenizer.decode(ids)!r}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser("tokenizer", help="tokenizer tools")
-    sub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
-    export = sub.add_parser("export", help="write a tokenizer folder that AutoTokenizer loads")
-    export.add_argument("--vocab", default=DEFAULT_VOCAB, help=f"path or name of a .vocab file (default {DEFAULT_VOCAB})")
-    export.add_argument("--out", required=True, help="output folder")
-    export.set_defaults(func=_cmd_export)

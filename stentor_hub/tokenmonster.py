@@ -1,8 +1,12 @@
 """The pure-Python TokenMonster engine (``Vocab``, ``StreamDecoder``).
 
 The implementation lives in ``remote_code/tokenmonster.py`` so that it ships with every
-model; this module is its public import path inside the library."""
+model; this module is its public import path inside the library (see :mod:`stentor_hub.remote_code`)."""
 
-from stentor_hub.remote.tokenmonster import EncodeResult, StreamDecoder, UnsupportedVocabError, Vocab
+from stentor_hub.remote_code import load
+
+_engine = load("tokenmonster")
+Vocab, StreamDecoder, EncodeResult, UnsupportedVocabError = (
+    _engine.Vocab, _engine.StreamDecoder, _engine.EncodeResult, _engine.UnsupportedVocabError)
 
 __all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError"]

@@ -50,7 +50,7 @@ def test_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from stentor_hub._resources import ordinary_permissions
+    from stentor_hub.helpers import ordinary_permissions
 
     folder = tmp_path / "out"
     (folder / "sub").mkdir(parents=True)
@@ -67,7 +67,7 @@ def test_ordinary_permissions(tmp_path):
 
 
 def test_install_folder_replaces_whole_folders(tmp_path):
-    from stentor_hub._resources import install_folder
+    from stentor_hub.helpers import install_folder
 
     destination = tmp_path / "out"
     destination.mkdir()

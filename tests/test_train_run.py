@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-EXPECTED_HEADER = ["step", "epoch", "train_loss", "eval_loss", "eval_ppl", "note"]
+from stentor_hub.run_dir import CURVES_HEADER as EXPECTED_HEADER  # its value is pinned in test_run_dir.py
 
 
 def test_run_dir_has_every_output(tiny_run):

@@ -8,28 +8,17 @@ import io
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from stentor_hub._resources import install_folder
+from stentor_hub.helpers import build_folder, write_json_atomic, write_text_atomic
+from stentor_hub.run_dir import CURVES_HEADER
+from stentor_hub.tokenizer import copy_tokenizer_files
 
-CURVES_HEADER = ["step", "epoch", "train_loss", "eval_loss", "eval_ppl", "note"]
 COMPLETE_MARKER = "stentor_checkpoint_complete.json"
 BEST_RECORD = "best_eval.json"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def perplexity(loss: float) -> float:
@@ -96,7 +85,7 @@ class CurvesCallback(TrainerCallback):
         writer = csv.DictWriter(out, fieldnames=CURVES_HEADER, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        write_atomic(self.path, out.getvalue())
+        write_text_atomic(self.path, out.getvalue())
         self._append(state, {"step": state.global_step, "epoch": _round(state.epoch), "note": f"resumed from step {state.global_step}"})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -119,12 +108,14 @@ def _round(x):
 class BestCheckpointCallback(TrainerCallback):
     """Saves the model to ``best/`` whenever the eval loss improves, counting only evaluations at
     or after ``start_step``. The folder is written beside ``best/`` and swapped in, so ``best/``
-    is always a complete model; ``best/best_eval.json`` records its step and loss, which also
-    lets a resumed run continue the comparison."""
+    is always a complete model (with the tokenizer files of ``tokenizer_dir``);
+    ``best/best_eval.json`` records its step and loss, which also lets a resumed run continue the
+    comparison."""
 
-    def __init__(self, best_dir: Path, start_step: int):
+    def __init__(self, best_dir: Path, start_step: int, tokenizer_dir: Path | None = None):
         self.best_dir = Path(best_dir)
         self.start_step = start_step
+        self.tokenizer_dir = tokenizer_dir
         self.best: dict | None = None
         record = self.best_dir / BEST_RECORD
         if record.is_file():
@@ -139,18 +130,20 @@ class BestCheckpointCallback(TrainerCallback):
         self.best = {"step": state.global_step, "eval_loss": loss, "eval_ppl": perplexity(loss)}
         metrics["stentor_note"] = "best"  # CurvesCallback runs after this one and notes it
         if state.is_world_process_zero:
-            save_model_atomic(model, self.best_dir, extra={BEST_RECORD: json.dumps(self.best, indent=2)})
+            save_model_atomic(model, self.best_dir, self.tokenizer_dir,
+                              extra={BEST_RECORD: json.dumps(self.best, indent=2)})
 
 
-def save_model_atomic(model, out_dir: Path, extra: dict[str, str] | None = None) -> None:
-    """``model.save_pretrained`` into a sibling temporary folder, then swap it into ``out_dir``."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    getattr(model, "module", model).save_pretrained(tmp, safe_serialization=True)
-    for name, text in (extra or {}).items():
-        (tmp / name).write_text(text)
-    install_folder(tmp, out_dir)  # also fixes transformers' owner-only model.safetensors
+def save_model_atomic(model, out_dir: Path, tokenizer_dir: Path | None = None, extra: dict[str, str] | None = None) -> None:
+    """``model.save_pretrained`` plus the tokenizer files of ``tokenizer_dir`` (so ``out_dir`` is a
+    complete model folder that the Auto classes load) into a sibling temporary folder, then swap it
+    into ``out_dir``."""
+    with build_folder(out_dir) as tmp:  # the swap also fixes transformers' owner-only model.safetensors
+        getattr(model, "module", model).save_pretrained(tmp, safe_serialization=True)
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(tokenizer_dir, tmp)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
 
 
 class ThroughputCallback(TrainerCallback):
@@ -187,7 +180,7 @@ class CheckpointMarkerCallback(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 marker = {"step": state.global_step, "num_input_tokens_seen": state.num_input_tokens_seen}
-                write_atomic(folder / COMPLETE_MARKER, json.dumps(marker))
+                write_json_atomic(marker, folder / COMPLETE_MARKER)
 
 
 def last_complete_checkpoint(checkpoints_dir: Path, set_aside: bool = True) -> Path | None:

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from stentor_hub._resources import resource_dir
+from stentor_hub.errors import MissingInputError, RecipeError
+from stentor_hub.helpers import read_yaml_mapping
 
 
 def find_recipe(name_or_path: str | os.PathLike) -> Path:
@@ -28,18 +30,13 @@ def find_recipe(name_or_path: str | os.PathLike) -> Path:
         if candidate.is_file():
             return candidate
     names = sorted(p.stem for p in shipped.glob("*.yaml"))
-    raise FileNotFoundError(f"recipe '{name_or_path}' not found: not a file, and not one of the shipped recipes {names}")
+    raise MissingInputError(f"recipe '{name_or_path}' not found: not a file, and not one of the shipped recipes {names}")
 
 
 def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
     """Load a recipe YAML and apply ``key=value`` overrides. Returns the nested config dict."""
     path = find_recipe(name_or_path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not valid YAML: {e}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: a recipe must be a YAML mapping, got {type(config).__name__}")
+    config = read_yaml_mapping(path, "recipe", RecipeError)
     config.setdefault("name", path.stem)
     return apply_overrides(config, overrides or [])
 
@@ -57,13 +54,13 @@ def _all_keys(config: dict, prefix: str = "") -> list[str]:
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """A copy of ``config`` with each ``dotted.key=value`` applied (value parsed as YAML).
 
-    Raises ``ValueError`` for a malformed override or a key the recipe does not have."""
+    Raises :class:`RecipeError` (a ``ValueError``) for a malformed override or a key the recipe does not have."""
     config = copy.deepcopy(config)
     for override in overrides:
         key, sep, raw = override.partition("=")
         key = key.strip().lstrip("-")
         if not sep or not key:
-            raise ValueError(f"override '{override}' must look like key=value (e.g. training.max_steps=100)")
+            raise RecipeError(f"override '{override}' must look like key=value (e.g. training.max_steps=100)")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -74,7 +71,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             if not isinstance(node, dict) or part not in node:
                 close = difflib.get_close_matches(key, _all_keys(config), n=3, cutoff=0.6)
                 hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise ValueError(f"unknown config key '{key}' in override '{override}'{hint}")
+                raise RecipeError(f"unknown config key '{key}' in override '{override}'{hint}")
             if i == len(parts) - 1:
                 node[part] = _coerce_like(node[part], value)
             else:
@@ -88,7 +85,7 @@ def _coerce_like(old: Any, value: Any) -> Any:
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"expected a number, got '{value}'") from None
+            raise RecipeError(f"expected a number, got '{value}'") from None
         return int(number) if isinstance(old, int) and number.is_integer() else number
     return value
 

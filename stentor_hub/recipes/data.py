@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from stentor_hub.errors import DataError, MissingInputError
+from stentor_hub.helpers import read_jsonl, replace_atomically
+
 _WHITESPACE = re.compile(r"\s+")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 # bump when clean_text or the document rules change: it invalidates cached token files
@@ -71,16 +74,16 @@ class Source:
         if isinstance(spec, dict):
             spec = dict(spec)
             if "path" not in spec:
-                raise ValueError(f"data source {spec} has no 'path' (a file, a glob, or a Hub dataset id)")
+                raise DataError(f"data source {spec} has no 'path' (a file, a glob, or a Hub dataset id)")
             known = {k: spec.pop(k) for k in ("path", "max_chars", "max_doc_chars", "split", "name", "text_field") if k in spec}
             known["path"] = expand_path(str(known["path"]))
             if spec:
-                raise ValueError(
+                raise DataError(
                     f"data source {known['path']}: unknown keys {sorted(spec)}; "
                     "allowed: path, max_chars, max_doc_chars, split, name, text_field"
                 )
             return cls(**known)
-        raise ValueError(f"a data source must be a path, a Hub dataset id or a mapping with 'path', got {spec!r}")
+        raise DataError(f"a data source must be a path, a Hub dataset id or a mapping with 'path', got {spec!r}")
 
     def is_local(self) -> bool:
         return bool(local_files(self.path)) or _looks_local(self.path)
@@ -133,20 +136,13 @@ def _txt_documents(path: Path) -> Iterator[str]:
 
 
 def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if text_field not in record:
-                raise ValueError(
-                    f"{path}:{lineno}: no '{text_field}' field (has {sorted(record)[:8]}); "
-                    f"set text_field in the data source"
-                )
-            yield str(record[text_field])
+    for lineno, record in read_jsonl(path, DataError):
+        if text_field not in record:
+            raise DataError(
+                f"{path}:{lineno}: no '{text_field}' field (has {sorted(record)[:8]}); "
+                f"set text_field in the data source"
+            )
+        yield str(record[text_field])
 
 
 def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
@@ -154,7 +150,7 @@ def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
 
     table = pq.ParquetFile(path)
     if text_field not in table.schema_arrow.names:
-        raise ValueError(f"{path}: no '{text_field}' column (has {table.schema_arrow.names}); set text_field in the data source")
+        raise DataError(f"{path}: no '{text_field}' column (has {table.schema_arrow.names}); set text_field in the data source")
     for batch in table.iter_batches(columns=[text_field]):
         yield from (str(t) for t in batch.column(0).to_pylist() if t is not None)
 
@@ -165,13 +161,13 @@ def _hub_documents(source: Source) -> Iterator[str]:
     try:
         dataset = load_dataset(source.path, source.name, split=source.split, streaming=True)
     except Exception as e:  # offline, unknown id, gated: say which source and what to do
-        raise ValueError(
+        raise DataError(
             f"data source '{source.path}' is neither an existing local file nor a loadable Hub dataset "
             f"({type(e).__name__}: {str(e)[:200]}). Check the path, or log in / go online for Hub datasets."
         ) from None
     for record in dataset:
         if source.text_field not in record:
-            raise ValueError(f"Hub dataset {source.path}: records have no '{source.text_field}' field; set text_field")
+            raise DataError(f"Hub dataset {source.path}: records have no '{source.text_field}' field; set text_field")
         yield str(record[source.text_field])
 
 
@@ -181,7 +177,7 @@ def iter_documents(source: "str | os.PathLike | dict | Source") -> Iterator[str]
     if source.is_local():
         files = local_files(source.path)
         if not files:
-            raise FileNotFoundError(f"data source '{source.path}': no such file (or the glob matches nothing)")
+            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
 
         def documents() -> Iterator[str]:
             for path in files:
@@ -252,12 +248,12 @@ def build_eval_blocks(source, tokenizer, block_size: int, max_samples: int | Non
     ``max_samples`` caps the number of blocks (and stops reading once there are enough).
     Raises ``ValueError`` when the source gives not even one full block."""
     if block_size < 2:
-        raise ValueError(f"block_size must be at least 2 (one input and one predicted token), got {block_size}")
+        raise DataError(f"block_size must be at least 2 (one input and one predicted token), got {block_size}")
     max_tokens = None if max_samples is None else max_samples * block_size
     tokens = pack_tokens(iter_token_documents(source, tokenizer), max_tokens)
     blocks = to_blocks(tokens, block_size, max_samples)
     if blocks.shape[0] == 0:
-        raise ValueError(
+        raise DataError(
             f"data source {Source.parse(source).path} gives {len(tokens)} tokens, fewer than one block of "
             f"{block_size}; use more text (raise max_chars) or a smaller block size"
         )
@@ -338,10 +334,10 @@ def load_token_data(
     train_sources = [Source.parse(s) for s in train_sources]
     eval_sources = [Source.parse(s) for s in eval_sources or []]
     if not train_sources:
-        raise ValueError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
+        raise DataError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
     for source in train_sources + eval_sources:
         if _looks_local(source.path) and not local_files(source.path):
-            raise FileNotFoundError(f"data source '{source.path}': no such file (or the glob matches nothing)")
+            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
     max_eval_tokens = None if max_eval_samples is None else max_eval_samples * block_size
     key = {
         "version": DATA_FORMAT_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -356,7 +352,7 @@ def load_token_data(
             return TokenData(saved["train"], saved["eval"], bool(saved["eval_held_out"]), cache_file, True)
 
     if len(tokenizer) > np.iinfo(np.uint16).max:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} ids; the token cache stores uint16 ids (at most 65535)")
+        raise DataError(f"the tokenizer has {len(tokenizer)} ids; the token cache stores uint16 ids (at most 65535)")
 
     def documents(sources):
         return interleave(iter_token_documents(s, tokenizer) for s in sources)
@@ -368,7 +364,7 @@ def load_token_data(
         train_docs = documents(train_sources)
         eval_tokens: list[int] = []
         if max_eval_tokens is None:
-            raise ValueError("with no data.eval_sources, data.max_eval_samples must be set (blocks to hold out)")
+            raise DataError("with no data.eval_sources, data.max_eval_samples must be set (blocks to hold out)")
         for ids in train_docs:
             eval_tokens.extend(ids)
             if len(eval_tokens) >= max_eval_tokens:
@@ -377,10 +373,8 @@ def load_token_data(
     train_tokens = pack_tokens(train_docs, source_token_budget)
     data = TokenData(np.asarray(train_tokens, dtype=np.uint16), np.asarray(eval_tokens, dtype=np.uint16),
                      not eval_sources, cache_file, False)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{digest}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, train=data.train, eval=data.eval, eval_held_out=np.asarray(data.eval_held_out))
-    os.replace(tmp, cache_file)
+    with replace_atomically(cache_file) as tmp:
+        np.savez(tmp, train=data.train, eval=data.eval, eval_held_out=np.asarray(data.eval_held_out))
     return data
 
 

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from stentor_hub.errors import RecipeError
+
 logger = logging.getLogger(__name__)
 
 _MARK = "_stentor_t4"
@@ -94,7 +96,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     base = getattr(model, "model", model)
     layers = getattr(base, "layers", None)
     if layers is None:
-        raise ValueError(f"T4 recipe: {type(model).__name__} has no decoder layers at model.model.layers")
+        raise RecipeError(f"T4 recipe: {type(model).__name__} has no decoder layers at model.model.layers")
     return layers
 
 
@@ -106,7 +108,7 @@ def apply_t4_recipe(model: nn.Module, fp32_layers: int = 2, fp32_norms: bool = T
     reports the same counts."""
     layers = decoder_layers(model)
     if not 0 <= fp32_layers <= len(layers):
-        raise ValueError(f"t4_recipe.fp32_layers={fp32_layers} but the model has {len(layers)} decoder layers")
+        raise RecipeError(f"t4_recipe.fp32_layers={fp32_layers} but the model has {len(layers)} decoder layers")
     attn = getattr(model.config, "_attn_implementation", None)
     if attn not in (None, "sdpa"):
         logger.warning("T4 recipe: attention is %r, not SDPA; the softmax is not kept in FP32 by this recipe", attn)

@@ -19,7 +19,6 @@ before anything is written or trained.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import logging
@@ -28,18 +27,16 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stentor_hub.recipes.config import load_recipe
+from stentor_hub.errors import RecipeError
+from stentor_hub.run_dir import MANIFEST_SCHEMA_VERSION, RunDir, RunManifest
 
 logger = logging.getLogger("stentor_hub.recipes.train")
 
-MANIFEST_SCHEMA_VERSION = 1
-
-
-class RecipeError(ValueError):
-    """A recipe or its inputs cannot be trained; the message says what to change."""
+__all__ = ["train", "RecipeError"]
 
 
 # -- checks that run before anything is written ------------------------------------------------
@@ -121,10 +118,10 @@ def check_hub(hub: dict) -> None:
         )
 
 
-def check_output_dir(run_dir: Path, resume: bool, resume_from_hub: bool = False) -> None:
+def check_output_dir(run: RunDir, resume: bool, resume_from_hub: bool = False) -> None:
     """The output folder must be writable, and must not hold another run unless resuming
     (from its checkpoints, or, with ``hub.repo_id``, from the Hub)."""
-    existing = run_dir
+    run_dir = existing = run.path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -135,7 +132,7 @@ def check_output_dir(run_dir: Path, resume: bool, resume_from_hub: bool = False)
             f"output directory {run_dir} already holds files; pass --resume to continue that run, "
             "or choose a new --output-dir (nothing is overwritten)"
         )
-    if resume and not resume_from_hub and not (run_dir / "checkpoints").is_dir():
+    if resume and not resume_from_hub and not run.checkpoints.is_dir():
         raise RecipeError(f"--resume: {run_dir}/checkpoints does not exist; there is no run to resume there")
 
 
@@ -233,16 +230,7 @@ def lr_lambda(schedule: dict):
     return multiplier
 
 
-# -- the run ----------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m stentor_hub.recipes.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="recipe YAML path or shipped name (tiny-cpu, stentor2-30m)")
-    parser.add_argument("--output-dir", default=None, help="run directory (default runs/<recipe name>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    return parser.parse_args(argv)
+# -- the run, in named steps (as torchtune's recipes): arguments, data, model, trainer, outputs, manifest
 
 
 def _versions() -> dict[str, str]:
@@ -273,221 +261,92 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = False, callbacks: list | None = None) -> Path:
-    """Run a resolved recipe (see :func:`~stentor_hub.recipes.config.load_recipe`) into
-    ``output_dir``; ``callbacks`` are extra ``TrainerCallback``s (timers, loggers). Returns the
-    run directory. Raises :class:`RecipeError` (a ``ValueError``) or ``FileNotFoundError`` for
-    bad input, before anything is written."""
+@dataclass
+class RunSetup:
+    """Step 1, the arguments: the checked inputs of a run and its ``TrainingArguments``."""
+
+    run: RunDir
+    config: dict[str, Any]
+    processes: int
+    device_type: str
+    mixed_precision: str
+    vocab_path: Path  # resolved once: the tokenizer and the exported tokenizer folder use it
+    tokenizer: Any
+    train_sources: list
+    eval_sources: list
+    per_device_batch: int
+    resume_from: Path | None
+    args: Any = None  # transformers.TrainingArguments
+    started_at: str = field(default_factory=_now)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def is_main(self) -> bool:
+        return self.args.process_index == 0
+
+
+@dataclass
+class RunData:
+    """Step 2, the data: token blocks for the Trainer and the step budget they allow."""
+
+    tokens: Any  # stentor_hub.recipes.data.TokenData
+    train_dataset: Any
+    eval_dataset: Any
+    train_blocks: int
+    steps_per_epoch: int
+    max_steps: int
+
+
+@dataclass
+class RunModel:
+    """Step 3, the model: freshly initialised, T4 recipe applied, with its optimizer and schedule."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    parameters: int
+    t4_counts: dict
+
+
+def setup_arguments(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool) -> RunSetup:
+    """Every check that needs no data, then the ``TrainingArguments`` (which set up the processes,
+    gloo on CPU, so they come before the data work)."""
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
 
     from stentor_hub.recipes import callbacks as cb
-    from stentor_hub.recipes.data import BlockDataset, Source, load_token_data
-    from stentor_hub.recipes.hub_push import HubPushCallback
-    from stentor_hub.recipes.t4 import T4RecipeCallback, apply_t4_recipe
-    from stentor_hub.tokenizer import export_tokenizer, resolve_vocab, tokenizer_class
+    from stentor_hub.recipes.data import Source
+    from stentor_hub.tokenizer import load_vocab_tokenizer, resolve_vocab
 
-    started_at, t0 = _now(), time.perf_counter()
-    run_dir = Path(output_dir).expanduser().resolve()
+    run = RunDir(Path(output_dir).expanduser().resolve())
     processes = world_size()
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     model_cfg, data_cfg, train_cfg = config["model"], config["data"], config["training"]
-
     hub = config.get("hub") or {}
     check_recipe(config, processes)
     check_hub(hub)
     mixed_precision = resolve_mixed_precision(train_cfg["mixed_precision"], device_type)
-    check_output_dir(run_dir, resume, resume_from_hub=bool(hub.get("repo_id")))
-    tokenizer = tokenizer_class()(vocab_file=str(resolve_vocab(config["tokenizer"]["vocab"])))
+    check_output_dir(run, resume, resume_from_hub=bool(hub.get("repo_id")))
+    vocab_path = resolve_vocab(config["tokenizer"]["vocab"])
+    tokenizer = load_vocab_tokenizer(vocab_path)
     check_vocab(tokenizer, model_cfg)
-    train_sources = [Source.parse(s) for s in data_cfg["train_sources"] or []]
-    eval_sources = [Source.parse(s) for s in data_cfg.get("eval_sources") or []]
-
-    per_device_batch = train_cfg["batch_size"] // (processes * train_cfg["gradient_accumulation_steps"])
-    checkpoints_dir = run_dir / "checkpoints"
     resume_from = None
     if resume:
-        resume_from = cb.last_complete_checkpoint(checkpoints_dir, set_aside=os.environ.get("RANK", "0") == "0")
+        resume_from = cb.last_complete_checkpoint(run.checkpoints, set_aside=os.environ.get("RANK", "0") == "0")
         if resume_from is None and hub.get("repo_id"):
-            resume_from = _checkpoint_from_hub(hub, checkpoints_dir)
+            resume_from = _checkpoint_from_hub(hub, run.checkpoints)
         if resume_from is None:
-            where = f"{checkpoints_dir} or on the Hub ({hub['repo_id']})" if hub.get("repo_id") else str(checkpoints_dir)
+            where = f"{run.checkpoints} or on the Hub ({hub['repo_id']})" if hub.get("repo_id") else str(run.checkpoints)
             raise RecipeError(f"--resume: no complete checkpoint in {where}; start a new run instead")
-
-    # TrainingArguments sets up the processes (gloo on CPU), so it comes before the data work
-    args = TrainingArguments(
-        output_dir=str(checkpoints_dir),
-        per_device_train_batch_size=per_device_batch,
-        per_device_eval_batch_size=per_device_batch,
-        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
-        max_steps=1,  # replaced below, once the data size is known
-        max_grad_norm=train_cfg["max_grad_norm"],
-        fp16=mixed_precision == "fp16",
-        bf16=mixed_precision == "bf16",
-        use_cpu=device_type == "cpu",
-        eval_strategy="steps",
-        eval_steps=train_cfg["eval_steps"],
-        eval_on_start=resume_from is None,  # the starting loss, to show how far training got
-        logging_steps=train_cfg["logging_steps"],
-        save_strategy="steps",
-        save_steps=train_cfg["save_steps"],
-        save_total_limit=train_cfg["save_total_limit"],
-        seed=config["seed"],
-        data_seed=config["seed"],
-        include_num_input_tokens_seen="all",
-        dataloader_num_workers=train_cfg["dataloader_num_workers"],
-        ddp_backend="gloo" if device_type == "cpu" and processes > 1 else None,
-        ddp_find_unused_parameters=False,
-        remove_unused_columns=False,
-        report_to=[],
+    setup = RunSetup(
+        run=run, config=config, processes=processes, device_type=device_type, mixed_precision=mixed_precision,
+        vocab_path=vocab_path, tokenizer=tokenizer,
+        train_sources=[Source.parse(s) for s in data_cfg["train_sources"] or []],
+        eval_sources=[Source.parse(s) for s in data_cfg.get("eval_sources") or []],
+        per_device_batch=train_cfg["batch_size"] // (processes * train_cfg["gradient_accumulation_steps"]),
+        resume_from=resume_from,
     )
-    is_main = args.process_index == 0
-
-    # data: tokenized once (by the main process first; the others then read the cache)
-    with args.main_process_first(desc="tokenize", local=False):
-        tokens = load_token_data(
-            train_sources, eval_sources, tokenizer, data_cfg["block_size"], data_cfg.get("source_token_budget"),
-            data_cfg.get("max_eval_samples"), data_cfg.get("cache_dir"),
-        )
-    block = data_cfg["block_size"]
-    global_batch = train_cfg["batch_size"]
-    n_train_blocks = (len(tokens.train) // block) // global_batch * global_batch  # every step a full batch
-    if n_train_blocks == 0:
-        raise RecipeError(
-            f"the training data gives {len(tokens.train)} tokens, less than one batch of {global_batch} blocks of "
-            f"{block} tokens; add text (data.train_sources, max_chars) or lower training.batch_size / data.block_size"
-        )
-    train_dataset = BlockDataset(tokens.train, block, n_train_blocks)
-    eval_dataset = BlockDataset(tokens.eval, block, data_cfg.get("max_eval_samples"))
-    if len(eval_dataset) == 0:
-        raise RecipeError(
-            f"the evaluation data gives {len(tokens.eval)} tokens, less than one block of {block}; "
-            "add text to data.eval_sources (or raise max_chars)"
-        )
-    steps_per_epoch = n_train_blocks // global_batch
-    epochs = train_cfg.get("epochs")
-    max_steps = train_cfg.get("max_steps") or math.ceil((epochs or 1) * steps_per_epoch)
-    args.max_steps = max_steps
-    token_budget = train_cfg.get("token_budget")
-
-    # model, with the T4 recipe patched in before the Trainer wraps it
-    set_seed(config["seed"])
-    model = build_model(model_cfg, tokenizer)
-    n_params = count_parameters(model)
-    t4_cfg = config["t4_recipe"]
-    t4_counts = {"fp32_norm_modules": 0, "fp32_layers": 0, "softmax_modules_patched": 0}
-    if t4_cfg["enabled"]:
-        t4_counts = apply_t4_recipe(model, t4_cfg["fp32_layers"], t4_cfg.get("fp32_norms", True))
-    optimizer = build_optimizer(model, config["optimizer"], device_type)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config["schedule"]))
-
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        export_tokenizer(resolve_vocab(config["tokenizer"]["vocab"]), run_dir / "tokenizer")
-        logger.info("model: %s parameters; data: %d train blocks, %d eval blocks of %d tokens%s", f"{n_params:,}",
-                    n_train_blocks, len(eval_dataset), block, " (from cache)" if tokens.from_cache else "")
-
-    def manifest_so_far(state) -> dict:
-        return {"schema_version": MANIFEST_SCHEMA_VERSION, "recipe_name": config.get("name"), "recipe": config,
-                "in_progress": True, "started_at": started_at, "model": {"architecture": "LlamaForCausalLM", "parameters": n_params},
-                "training": {"steps": state.global_step, "tokens_seen": int(state.num_input_tokens_seen), "max_steps": max_steps}}
-
-    hub_push = HubPushCallback(run_dir, hub, manifest_so_far) if hub.get("repo_id") else None
-    stop_rules = cb.StopRulesCallback(token_budget, epochs, train_cfg.get("max_steps"))
-    best = cb.BestCheckpointCallback(run_dir / "best", train_cfg["best_eval_start_step"])
-    trainer = Trainer(
-        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        optimizers=(optimizer, scheduler),
-        callbacks=[c for c in (stop_rules, T4RecipeCallback(t4_counts) if t4_cfg["enabled"] else None, best,
-                               cb.CurvesCallback(run_dir / "training_curves.csv"), cb.CheckpointMarkerCallback(),
-                               hub_push, *(callbacks or [])) if c],
-    )
-    trainer.callback_handler.callbacks.insert(0, cb.ThroughputCallback())  # first, so every logger sees it
-
-    train_start = time.perf_counter()
-    tokens_before = 0
-    if resume_from is not None:
-        tokens_before = json.loads((resume_from / cb.COMPLETE_MARKER).read_text())["num_input_tokens_seen"]
-        logger.info("resuming from %s", resume_from)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_seconds = time.perf_counter() - train_start
-    state = trainer.state
-    trainer.accelerator.wait_for_everyone()
-    if not is_main:
-        return run_dir
-
-    # outputs: final model, best (the final one when no evaluation reached best_eval_start_step)
-    final_eval = next((h for h in reversed(state.log_history) if "eval_loss" in h), {})
-    final_train = next((h for h in reversed(state.log_history) if "loss" in h), {})
-    cb.save_model_atomic(model, run_dir / "final")
-    best_record = best.best
-    if best_record is None:
-        best_record = {"step": state.global_step, "eval_loss": final_eval.get("eval_loss"),
-                       "eval_ppl": cb.perplexity(final_eval["eval_loss"]) if final_eval else None,
-                       "note": f"no evaluation at or after best_eval_start_step={train_cfg['best_eval_start_step']}; best = final"}
-        cb.save_model_atomic(model, run_dir / "best", extra={cb.BEST_RECORD: json.dumps(best_record, indent=2)})
-
-    session_tokens = state.num_input_tokens_seen - tokens_before
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "recipe_name": config.get("name"),
-        "recipe": config,
-        "model": {"architecture": "LlamaForCausalLM", "parameters": n_params},
-        "versions": _versions(),
-        "hardware": {
-            "device": device_type,
-            "device_name": torch.cuda.get_device_name(0) if device_type == "cuda" else _cpu_name(),
-            "num_processes": processes,
-            "mixed_precision": mixed_precision,
-            "cpu_count": os.cpu_count(),
-        },
-        "t4_recipe": {"enabled": bool(t4_cfg["enabled"]), **t4_counts},
-        "data": {
-            "train_sources": [s.describe() for s in train_sources],
-            "eval_sources": [s.describe() for s in eval_sources] or "held out from the start of train_sources",
-            "source_tokens": int(len(tokens.train)),
-            "train_tokens": n_train_blocks * block,
-            "eval_tokens": len(eval_dataset) * block,
-            "block_size": block,
-            "train_blocks": n_train_blocks,
-            "eval_blocks": len(eval_dataset),
-            "cache_file": str(tokens.cache_file) if tokens.cache_file else None,
-        },
-        "training": {
-            "tokens_seen": int(state.num_input_tokens_seen),
-            "steps": state.global_step,
-            "epochs": round(state.epoch or 0.0, 6),
-            "wall_time_seconds": round(time.perf_counter() - t0, 2),
-            "train_seconds": round(train_seconds, 2),
-            "tokens_per_second": round(session_tokens / max(train_seconds, 1e-9), 1),
-            "stopped_by": stop_rules.stopped_by or "max_steps",
-            "batch_size": global_batch,
-            "per_device_batch_size": per_device_batch,
-            "gradient_accumulation_steps": train_cfg["gradient_accumulation_steps"],
-            "tokens_per_step": global_batch * block,
-            "steps_per_epoch": steps_per_epoch,
-            "max_steps": max_steps,
-            "token_budget": token_budget,
-            "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else None,
-        },
-        "best": {k: best_record.get(k) for k in ("step", "eval_loss", "eval_ppl")} | (
-            {"note": best_record["note"]} if "note" in best_record else {}),
-        "final": {
-            "step": state.global_step,
-            "epoch": round(state.epoch or 0.0, 6),
-            "train_loss": final_train.get("loss"),
-            "eval_loss": final_eval.get("eval_loss"),
-            "eval_ppl": cb.perplexity(final_eval["eval_loss"]) if final_eval else None,
-        },
-        "started_at": started_at,
-        "finished_at": _now(),
-    }
-    cb.write_atomic(run_dir / "run_manifest.json", json.dumps(manifest, indent=2) + "\n")
-    if hub_push is not None:
-        hub_push.push_final(state.global_step)
-    logger.info("done: %s steps, %s tokens, stopped by %s; final eval loss %s; wrote %s", state.global_step,
-                f"{state.num_input_tokens_seen:,}", manifest["training"]["stopped_by"], final_eval.get("eval_loss"), run_dir)
-    return run_dir
+    setup.args = training_arguments(setup)
+    return setup
 
 
 def _checkpoint_from_hub(hub: dict, checkpoints_dir: Path) -> Path | None:
@@ -509,18 +368,270 @@ def _checkpoint_from_hub(hub: dict, checkpoints_dir: Path) -> Path | None:
     return cb.last_complete_checkpoint(checkpoints_dir, set_aside=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    try:
-        config = load_recipe(args.config, args.overrides)
-        output_dir = args.output_dir or os.path.join("runs", str(config.get("name", "run")))
-        train(config, output_dir, resume=args.resume)
-    except (ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"stentor_hub.recipes.train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+def training_arguments(setup: RunSetup):
+    """The recipe's ``training`` section as ``TrainingArguments``; ``max_steps`` is set by the data step."""
+    from transformers import TrainingArguments
+
+    train_cfg, seed = setup.config["training"], setup.config["seed"]
+    return TrainingArguments(
+        output_dir=str(setup.run.checkpoints),
+        per_device_train_batch_size=setup.per_device_batch,
+        per_device_eval_batch_size=setup.per_device_batch,
+        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
+        max_steps=1,  # replaced once the data size is known
+        max_grad_norm=train_cfg["max_grad_norm"],
+        fp16=setup.mixed_precision == "fp16",
+        bf16=setup.mixed_precision == "bf16",
+        use_cpu=setup.device_type == "cpu",
+        eval_strategy="steps",
+        eval_steps=train_cfg["eval_steps"],
+        eval_on_start=setup.resume_from is None,  # the starting loss, to show how far training got
+        logging_steps=train_cfg["logging_steps"],
+        save_strategy="steps",
+        save_steps=train_cfg["save_steps"],
+        save_total_limit=train_cfg["save_total_limit"],
+        seed=seed,
+        data_seed=seed,
+        include_num_input_tokens_seen="all",
+        dataloader_num_workers=train_cfg["dataloader_num_workers"],
+        ddp_backend="gloo" if setup.device_type == "cpu" and setup.processes > 1 else None,
+        ddp_find_unused_parameters=False,
+        remove_unused_columns=False,
+        report_to=[],
+    )
+
+
+def setup_data(setup: RunSetup) -> RunData:
+    """Tokens (tokenized once, by the main process first; the others then read the cache), cut
+    into full batches of blocks; the step budget follows from their number."""
+    from stentor_hub.recipes.data import BlockDataset, load_token_data
+
+    data_cfg, train_cfg = setup.config["data"], setup.config["training"]
+    block, global_batch = data_cfg["block_size"], train_cfg["batch_size"]
+    with setup.args.main_process_first(desc="tokenize", local=False):
+        tokens = load_token_data(
+            setup.train_sources, setup.eval_sources, setup.tokenizer, block, data_cfg.get("source_token_budget"),
+            data_cfg.get("max_eval_samples"), data_cfg.get("cache_dir"),
+        )
+    train_blocks = (len(tokens.train) // block) // global_batch * global_batch  # every step a full batch
+    if train_blocks == 0:
+        raise RecipeError(
+            f"the training data gives {len(tokens.train)} tokens, less than one batch of {global_batch} blocks of "
+            f"{block} tokens; add text (data.train_sources, max_chars) or lower training.batch_size / data.block_size"
+        )
+    eval_dataset = BlockDataset(tokens.eval, block, data_cfg.get("max_eval_samples"))
+    if len(eval_dataset) == 0:
+        raise RecipeError(
+            f"the evaluation data gives {len(tokens.eval)} tokens, less than one block of {block}; "
+            "add text to data.eval_sources (or raise max_chars)"
+        )
+    steps_per_epoch = train_blocks // global_batch
+    max_steps = train_cfg.get("max_steps") or math.ceil((train_cfg.get("epochs") or 1) * steps_per_epoch)
+    setup.args.max_steps = max_steps
+    return RunData(tokens, BlockDataset(tokens.train, block, train_blocks), eval_dataset, train_blocks,
+                   steps_per_epoch, max_steps)
+
+
+def setup_model(setup: RunSetup) -> RunModel:
+    """The model, with the T4 recipe patched in before the Trainer wraps it, and its optimizer."""
+    import torch
+    from transformers import set_seed
+
+    from stentor_hub.recipes.t4 import apply_t4_recipe
+
+    config = setup.config
+    set_seed(config["seed"])
+    model = build_model(config["model"], setup.tokenizer)
+    t4_cfg = config["t4_recipe"]
+    t4_counts = {"fp32_norm_modules": 0, "fp32_layers": 0, "softmax_modules_patched": 0}
+    if t4_cfg["enabled"]:
+        t4_counts = apply_t4_recipe(model, t4_cfg["fp32_layers"], t4_cfg.get("fp32_norms", True))
+    optimizer = build_optimizer(model, config["optimizer"], setup.device_type)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config["schedule"]))
+    return RunModel(model, optimizer, scheduler, count_parameters(model), t4_counts)
+
+
+def setup_trainer(setup: RunSetup, data: RunData, parts: RunModel, callbacks: list | None = None):
+    """The Trainer with the recipe's callbacks (stop rules, T4 checks, best checkpoint, curves,
+    checkpoint markers, Hub pushes, throughput) plus ``callbacks``. Returns
+    ``(trainer, stop_rules, best, hub_push)``; ``hub_push`` is None without ``hub.repo_id``."""
+    from transformers import Trainer
+
+    from stentor_hub.recipes import callbacks as cb
+    from stentor_hub.recipes.hub_push import HubPushCallback
+    from stentor_hub.recipes.t4 import T4RecipeCallback
+
+    hub = setup.config.get("hub") or {}
+    hub_push = None
+    if hub.get("repo_id"):
+        def manifest_so_far(state) -> dict:
+            return {"schema_version": MANIFEST_SCHEMA_VERSION, "recipe_name": setup.config.get("name"), "recipe": setup.config,
+                    "in_progress": True, "started_at": setup.started_at,
+                    "model": {"architecture": "LlamaForCausalLM", "parameters": parts.parameters},
+                    "training": {"steps": state.global_step, "tokens_seen": int(state.num_input_tokens_seen), "max_steps": data.max_steps}}
+
+        hub_push = HubPushCallback(setup.run.path, hub, manifest_so_far)
+
+    train_cfg, t4_enabled = setup.config["training"], setup.config["t4_recipe"]["enabled"]
+    stop_rules = cb.StopRulesCallback(train_cfg.get("token_budget"), train_cfg.get("epochs"), train_cfg.get("max_steps"))
+    best = cb.BestCheckpointCallback(setup.run.best, train_cfg["best_eval_start_step"], setup.run.tokenizer)
+    trainer = Trainer(
+        model=parts.model, args=setup.args, train_dataset=data.train_dataset, eval_dataset=data.eval_dataset,
+        optimizers=(parts.optimizer, parts.scheduler),
+        callbacks=[c for c in (stop_rules, T4RecipeCallback(parts.t4_counts) if t4_enabled else None, best,
+                               cb.CurvesCallback(setup.run.curves_file), cb.CheckpointMarkerCallback(),
+                               hub_push, *(callbacks or [])) if c],
+    )
+    trainer.callback_handler.callbacks.insert(0, cb.ThroughputCallback())  # first, so every logger sees it
+    return trainer, stop_rules, best, hub_push
+
+
+def save_outputs(setup: RunSetup, parts: RunModel, trainer, best) -> dict:
+    """``final/`` and, when no evaluation reached ``best_eval_start_step``, ``best/`` as the final
+    model; both are complete model folders (weights, configs, tokenizer). Returns the best record."""
+    from stentor_hub.recipes import callbacks as cb
+
+    state = trainer.state
+    cb.save_model_atomic(parts.model, setup.run.final, setup.run.tokenizer)
+    if best.best is not None:
+        return best.best
+    final_eval = _last_log(state, "eval_loss")
+    record = {"step": state.global_step, "eval_loss": final_eval.get("eval_loss"),
+              "eval_ppl": cb.perplexity(final_eval["eval_loss"]) if final_eval else None,
+              "note": f"no evaluation at or after best_eval_start_step="
+                      f"{setup.config['training']['best_eval_start_step']}; best = final"}
+    cb.save_model_atomic(parts.model, setup.run.best, setup.run.tokenizer,
+                         extra={cb.BEST_RECORD: json.dumps(record, indent=2)})
+    return record
+
+
+def _last_log(state, key: str) -> dict:
+    return next((h for h in reversed(state.log_history) if key in h), {})
+
+
+def _hardware(setup: RunSetup) -> dict:
+    import torch
+
+    return {
+        "device": setup.device_type,
+        "device_name": torch.cuda.get_device_name(0) if setup.device_type == "cuda" else _cpu_name(),
+        "num_processes": setup.processes,
+        "mixed_precision": setup.mixed_precision,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _data_record(setup: RunSetup, data: RunData) -> dict:
+    block, tokens = setup.config["data"]["block_size"], data.tokens
+    return {
+        "train_sources": [s.describe() for s in setup.train_sources],
+        "eval_sources": [s.describe() for s in setup.eval_sources] or "held out from the start of train_sources",
+        "source_tokens": int(len(tokens.train)),
+        "train_tokens": data.train_blocks * block,
+        "eval_tokens": len(data.eval_dataset) * block,
+        "block_size": block,
+        "train_blocks": data.train_blocks,
+        "eval_blocks": len(data.eval_dataset),
+        "cache_file": str(tokens.cache_file) if tokens.cache_file else None,
+    }
+
+
+def build_manifest(setup: RunSetup, data: RunData, parts: RunModel, state, stopped_by: str | None,
+                   best_record: dict, train_seconds: float, tokens_before: int) -> RunManifest:
+    """What was run, on what, and how it ended (``run_manifest.json``, schema 1)."""
+    from stentor_hub.recipes.callbacks import perplexity
+
+    config, block = setup.config, setup.config["data"]["block_size"]
+    train_cfg, global_batch = config["training"], config["training"]["batch_size"]
+    final_eval, final_train = _last_log(state, "eval_loss"), _last_log(state, "loss")
+    return RunManifest(
+        schema_version=MANIFEST_SCHEMA_VERSION,
+        recipe_name=config.get("name"),
+        recipe=config,
+        model={"architecture": "LlamaForCausalLM", "parameters": parts.parameters},
+        versions=_versions(),
+        hardware=_hardware(setup),
+        t4_recipe={"enabled": bool(config["t4_recipe"]["enabled"]), **parts.t4_counts},
+        data=_data_record(setup, data),
+        training={
+            "tokens_seen": int(state.num_input_tokens_seen),
+            "steps": state.global_step,
+            "epochs": round(state.epoch or 0.0, 6),
+            "wall_time_seconds": round(time.perf_counter() - setup.started, 2),
+            "train_seconds": round(train_seconds, 2),
+            "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / max(train_seconds, 1e-9), 1),
+            "stopped_by": stopped_by or "max_steps",
+            "batch_size": global_batch,
+            "per_device_batch_size": setup.per_device_batch,
+            "gradient_accumulation_steps": train_cfg["gradient_accumulation_steps"],
+            "tokens_per_step": global_batch * block,
+            "steps_per_epoch": data.steps_per_epoch,
+            "max_steps": data.max_steps,
+            "token_budget": train_cfg.get("token_budget"),
+            "resumed_from_step": int(setup.resume_from.name.split("-")[-1]) if setup.resume_from else None,
+        },
+        best={k: best_record.get(k) for k in ("step", "eval_loss", "eval_ppl")} | (
+            {"note": best_record["note"]} if "note" in best_record else {}),
+        final={
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 6),
+            "train_loss": final_train.get("loss"),
+            "eval_loss": final_eval.get("eval_loss"),
+            "eval_ppl": perplexity(final_eval["eval_loss"]) if final_eval else None,
+        },
+        started_at=setup.started_at,
+        finished_at=_now(),
+    )
+
+
+def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = False,
+          callbacks: list | None = None) -> RunDir:
+    """Train a resolved recipe (see :func:`~stentor_hub.recipes.config.load_recipe`) into
+    ``output_dir``; ``callbacks`` are extra ``TrainerCallback``s (timers, loggers).
+
+    Returns the :class:`~stentor_hub.run_dir.RunDir`. Raises :class:`RecipeError` (a
+    ``ValueError``) or :class:`~stentor_hub.errors.MissingInputError` for bad input, before
+    anything is written."""
+    from stentor_hub.helpers import write_text_atomic
+    from stentor_hub.recipes.callbacks import COMPLETE_MARKER
+    from stentor_hub.tokenizer import export_tokenizer
+
+    setup = setup_arguments(config, output_dir, resume)
+    data = setup_data(setup)
+    parts = setup_model(setup)
+    run = setup.run
+    if setup.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        export_tokenizer(setup.vocab_path, run.tokenizer)
+        logger.info("model: %s parameters; data: %d train blocks, %d eval blocks of %d tokens%s", f"{parts.parameters:,}",
+                    data.train_blocks, len(data.eval_dataset), config["data"]["block_size"],
+                    " (from cache)" if data.tokens.from_cache else "")
+    trainer, stop_rules, best, hub_push = setup_trainer(setup, data, parts, callbacks)
+
+    tokens_before = 0
+    if setup.resume_from is not None:
+        tokens_before = json.loads((setup.resume_from / COMPLETE_MARKER).read_text())["num_input_tokens_seen"]
+        logger.info("resuming from %s", setup.resume_from)
+    train_start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
+    train_seconds = time.perf_counter() - train_start
+    trainer.accelerator.wait_for_everyone()
+    if not setup.is_main:
+        return run
+
+    best_record = save_outputs(setup, parts, trainer, best)
+    manifest = build_manifest(setup, data, parts, trainer.state, stop_rules.stopped_by, best_record,
+                              train_seconds, tokens_before)
+    write_text_atomic(run.manifest_file, manifest.to_json())
+    if hub_push is not None:
+        hub_push.push_final(trainer.state.global_step)
+    logger.info("done: %s steps, %s tokens, stopped by %s; final eval loss %s; wrote %s", trainer.state.global_step,
+                f"{trainer.state.num_input_tokens_seen:,}", manifest.training["stopped_by"], manifest.final["eval_loss"],
+                run.path)
+    return run
 
 
 if __name__ == "__main__":
+    from stentor_hub.commands.train import main
+
     sys.exit(main())
