@@ -173,6 +173,8 @@ _NFD_SPECIAL = sorted(list(UNASSIGNED_IN_13) + [(cp, cp) for cp in set(COMBINING
 _NFD_SPECIAL_BMP_RE = _charset_re([r for r in _NFD_SPECIAL if r[1] < 0x10000])
 _NFD_SPECIAL_ASTRAL_RE = _charset_re([r for r in _NFD_SPECIAL if r[1] >= 0x10000])
 _ASTRAL_RE = re.compile("[\\U00010000-\\U0010ffff]")
+_NFD_SPECIAL_SPLIT_RE = re.compile(f"({_NFD_SPECIAL_BMP_RE.pattern}|{_NFD_SPECIAL_ASTRAL_RE.pattern})")
+_FIRST_UNASSIGNED = chr(_UNASSIGNED_STARTS[0]) if UNASSIGNED_IN_13 else chr(0x10FFFF)
 
 
 def _unassigned_in_13(cp: int) -> bool:
@@ -192,6 +194,8 @@ def _category_major13(cp: int) -> str:
 
 def _combining13(ch: str) -> int:
     """Canonical combining class of one character in Unicode 13."""
+    if ch < _FIRST_UNASSIGNED and not COMBINING_13:
+        return _ucd.combining(ch)
     cp = ord(ch)
     ccc = COMBINING_13.get(cp)
     if ccc is not None:
@@ -207,6 +211,11 @@ def _nfd13(text: str) -> str:
     and put each run of non-starters in canonical order by Unicode 13's combining classes."""
     if not _NFD_SPECIAL_BMP_RE.search(text) and not (_ASTRAL_RE.search(text) and _NFD_SPECIAL_ASTRAL_RE.search(text)):
         return _ucd.normalize("NFD", text)
+    if not COMBINING_13 and not NFD_13:
+        # only code points unassigned in 13: starters without decomposition there, which
+        # canonical ordering never crosses, so NFD works on the pieces between them
+        pieces = _NFD_SPECIAL_SPLIT_RE.split(text)
+        return "".join(piece if k % 2 else _ucd.normalize("NFD", piece) for k, piece in enumerate(pieces))
     chars = []
     for ch in text:
         cp = ord(ch)

@@ -87,13 +87,15 @@ _RANGES = [(0x20, 0x7F), (0x00, 0x20), (0x7F, 0x80), (0xA0, 0x250), (0x300, 0x37
            (0xFE00, 0xFE10), (0xFFF0, 0x10000), (0x1F300, 0x1F700), (0x1E030, 0x1E090), (0x10000, 0x10FFFF)]
 
 
-def _random_text(rng: random.Random) -> str:
+def _random_text(rng: random.Random, max_items: int = 24) -> str:
     out = []
-    for _ in range(rng.randrange(0, 40)):
+    for _ in range(rng.randrange(0, max_items)):
         r = rng.random()
-        if r < 0.45:
+        if r < 0.005:
+            out.append("a" + "\u0301" * rng.randrange(25, 40))  # around the CGJ threshold (SPEC §3.2)
+        elif r < 0.45:
             out.append(rng.choice(["the", " ", "  ", "The", "QUICK", "don't", "won\u2019t", "1,000.5", "x2", ". ", ", ", "\n",
-                                   "caf\u00e9", "e\u0301", "a" + "\u0301" * rng.randrange(25, 40), "\x7f", "*", "'"]))
+                                   "caf\u00e9", "e\u0301", "\x7f", "*", "'"]))
         else:
             lo, hi = rng.choice(_RANGES)
             c = rng.randrange(lo, hi)
@@ -105,14 +107,14 @@ def _random_text(rng: random.Random) -> str:
 
 def _random_bytes(rng: random.Random) -> bytes:
     parts = []
-    for _ in range(rng.randrange(0, 12)):
+    for _ in range(rng.randrange(0, 8)):
         r = rng.random()
         if r < 0.3:
             parts.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 6))))  # mostly invalid UTF-8
         elif r < 0.5:
             parts.append(rng.choice([b"\xc3", b"\xe6\x97", b"\xf0\x9f\x98", b"\x80\x80", b"\xed\xa0\x80", b"\xff", b"\x7f"]))
         else:
-            parts.append(_random_text(rng).encode("utf-8"))
+            parts.append(_random_text(rng, 8).encode("utf-8"))
     return b"".join(parts)
 
 
@@ -135,8 +137,8 @@ def test_native_matches_pure_on_random_inputs(pairs, shared):
             elif kind == "bytes":
                 text = _random_bytes(rng)
             else:
-                start = rng.randrange(len(corpus) - 600)
-                text = corpus[start : start + rng.randrange(1, 600)]
+                start = rng.randrange(len(corpus) - 300)
+                text = corpus[start : start + rng.randrange(1, 300)]
             kinds[kind] += 1
             got, want = native.encode_detailed(text), python.encode_detailed(text)
             if got != want or native.decode(got.ids) != python.decode(want.ids):
