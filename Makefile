@@ -17,6 +17,10 @@ PYTEST_ARGS ?=
 # what the transformers-4.57 environment needs besides the project (whose own dependencies would
 # pull transformers 5)
 TF4_PACKAGES = "transformers==4.57.6" datasets safetensors jinja2 pyyaml numpy pytest hypothesis
+# the tests that go through Vocab's default engine, run a second time on the pure-Python one (the
+# first run uses the compiled one, which `make install` builds; the differential tests in
+# test_tokenmonster_engines.py name both engines explicitly and run once)
+ENGINE_TESTS = tests/test_tokenmonster.py tests/test_tokenizer.py tests/test_tokenmonster_engines.py::test_engine_selection
 # the tests that meet the dependencies' public surface: tokenizer and streaming, publish, quickstart
 LATEST_TESTS = tests/test_tokenizer.py tests/test_tokenmonster.py tests/test_publish.py tests/test_quickstart.py
 
@@ -46,6 +50,7 @@ quickstart: install
 test: install $(VENV_TF4)/.ready
 	$(VENV_TF4)/bin/pip install --quiet --no-deps --force-reinstall .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	STENTOR_TOKENMONSTER=python $(VENV)/bin/pytest -p no:cacheprovider $(ENGINE_TESTS) $(PYTEST_ARGS)
 	$(VENV_TF4)/bin/pytest -p no:cacheprovider tests/test_tokenizer.py tests/test_tokenmonster.py $(PYTEST_ARGS)
 
 # The newest transformers, huggingface_hub, datasets and accelerate, in a fresh environment of

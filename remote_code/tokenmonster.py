@@ -28,15 +28,52 @@ take the same decisions, so the memo is exact, not a heuristic. Reading less mak
 keys shorter and the memo hit more often: where the bounds of a branch's score already
 decide a step, the look-ahead walk that would refine it is skipped. A native
 implementation can replace ``Vocab._encode_normalized`` behind the same API.
+
+Engines. When stentor-hub is installed with its compiled scanner
+(``stentor_hub._native._tokenmonster``, built from C by ``pip install``), ``Vocab`` uses it
+for the scan, ``decode`` and the stream decoder; otherwise (or with the environment variable
+``STENTOR_TOKENMONSTER=python``) it uses the pure-Python code here. Both give the same ids:
+normalization stays in Python for both. ``Vocab.engine`` says which one a vocabulary uses.
+
+Unicode 13. The reference normalizes with Unicode 13 tables; Python's ``unicodedata`` is
+Unicode 13 on 3.10, 14 on 3.11, 15 on 3.12+. ``unicode13.py`` (beside this file) lists where
+later versions differ, and the normalization consults it first, so the ids are the same on
+every Python.
 """
 
 from __future__ import annotations
 
+import bisect
+import importlib
 import os
 import re
 import unicodedata
 
-__all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError"]
+from .unicode13 import CATEGORY_13, COMBINING_13, NFD_13, UNASSIGNED_IN_13
+
+__all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError", "ENGINES", "DEFAULT_ENGINE"]
+
+ENGINE_ENV = "STENTOR_TOKENMONSTER"
+_NATIVE_MODULE = "stentor_hub._native._tokenmonster"
+_NATIVE_ABI = 1
+
+
+def _import_native():
+    """The compiled scanner of an installed stentor-hub, or None (not installed, built without
+    a compiler, or from a version whose interface differs). Imported by name, optionally: on
+    the Hub this file must work with the standard library alone."""
+    try:
+        native = importlib.import_module(_NATIVE_MODULE)
+    except ImportError:
+        return None
+    return native if getattr(native, "ABI", None) == _NATIVE_ABI else None
+
+
+_NATIVE = _import_native()
+#: the engines available in this process ("python" always)
+ENGINES = ("native", "python") if _NATIVE is not None else ("python",)
+#: what ``Vocab`` uses unless told otherwise: native when available and not overridden
+DEFAULT_ENGINE = "python" if os.environ.get(ENGINE_ENV, "").strip().lower() == "python" or _NATIVE is None else "native"
 
 NONE_ID = 0xFFFFFF  # the file format's "no value" for 24-bit fields
 _MAX_KEY_LEN = 40
@@ -55,6 +92,19 @@ _MEMO_MAX_LENGTHS = 24
 # Segments that depend on where the data ends are cached by the whole remainder, and only
 # looked up this close to the end (a segment rarely reads further than two tokens ahead).
 _TAIL_REACH = 2 * _MAX_KEY_LEN + 2
+
+
+def _check_engine(engine: str | None) -> str:
+    if engine is None:
+        return DEFAULT_ENGINE
+    if engine not in ("native", "python"):
+        raise ValueError(f"engine must be 'native', 'python' or None, not {engine!r}")
+    if engine not in ENGINES:
+        raise ValueError(
+            "the native TokenMonster engine is not available: install stentor-hub where a C compiler "
+            "exists (pip install stentor-hub builds it), or use engine='python'"
+        )
+    return engine
 
 
 def _build_trie(index_of: dict) -> dict:
@@ -104,20 +154,117 @@ class EncodeResult(tuple):
 
 
 # ---------------------------------------------------------------------------------------
+# Unicode 13 (what the reference uses) on top of whatever tables this Python has.
+
+_ucd = unicodedata  # the running Python's tables (the table's checker swaps in others)
+_UNASSIGNED_STARTS = [first for first, _ in UNASSIGNED_IN_13]
+_UNASSIGNED_ENDS = [last for _, last in UNASSIGNED_IN_13]
+
+
+def _charset_re(codes) -> re.Pattern:
+    """A regex matching one code point of the (first, last) ranges ``codes``."""
+    return re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in codes) + "]" if codes else "(?!)")
+
+
+# Code points whose NFD needs Unicode 13 data (unassigned then, or changed since). The BMP
+# ones and the others are separate patterns: ``re`` looks up a BMP-only set in a bitmap, but
+# walks a set with astral ranges range by range, which would dominate the cost of NFD.
+_NFD_SPECIAL = sorted(list(UNASSIGNED_IN_13) + [(cp, cp) for cp in set(COMBINING_13) | set(NFD_13)])
+_NFD_SPECIAL_BMP_RE = _charset_re([r for r in _NFD_SPECIAL if r[1] < 0x10000])
+_NFD_SPECIAL_ASTRAL_RE = _charset_re([r for r in _NFD_SPECIAL if r[1] >= 0x10000])
+_ASTRAL_RE = re.compile("[\\U00010000-\\U0010ffff]")
+_NFD_SPECIAL_SPLIT_RE = re.compile(f"({_NFD_SPECIAL_BMP_RE.pattern}|{_NFD_SPECIAL_ASTRAL_RE.pattern})")
+_FIRST_UNASSIGNED = chr(_UNASSIGNED_STARTS[0]) if UNASSIGNED_IN_13 else chr(0x10FFFF)
+
+
+def _unassigned_in_13(cp: int) -> bool:
+    k = bisect.bisect_right(_UNASSIGNED_STARTS, cp) - 1
+    return k >= 0 and cp <= _UNASSIGNED_ENDS[k]
+
+
+def _category_major13(cp: int) -> str:
+    """First letter of the Unicode 13 general category ("L", "N", "M", ...; "C" if unassigned)."""
+    major = CATEGORY_13.get(cp)
+    if major is not None:
+        return major
+    if _unassigned_in_13(cp):
+        return "C"
+    return _ucd.category(chr(cp))[0]
+
+
+def _combining13(ch: str) -> int:
+    """Canonical combining class of one character in Unicode 13."""
+    if ch < _FIRST_UNASSIGNED and not COMBINING_13:
+        return _ucd.combining(ch)
+    cp = ord(ch)
+    ccc = COMBINING_13.get(cp)
+    if ccc is not None:
+        return ccc
+    if _unassigned_in_13(cp):
+        return 0
+    return _ucd.combining(ch)
+
+
+def _nfd13(text: str) -> str:
+    """NFD with Unicode 13 tables. Where the text has no code point that Unicode 13 sees
+    differently this is the running Python's NFD; otherwise decompose one character at a time
+    and put each run of non-starters in canonical order by Unicode 13's combining classes."""
+    if not _NFD_SPECIAL_BMP_RE.search(text) and not (_ASTRAL_RE.search(text) and _NFD_SPECIAL_ASTRAL_RE.search(text)):
+        return _ucd.normalize("NFD", text)
+    if not COMBINING_13 and not NFD_13:
+        # only code points unassigned in 13: starters without decomposition there, which
+        # canonical ordering never crosses, so NFD works on the pieces between them
+        pieces = _NFD_SPECIAL_SPLIT_RE.split(text)
+        return "".join(piece if k % 2 else _ucd.normalize("NFD", piece) for k, piece in enumerate(pieces))
+    chars = []
+    for ch in text:
+        cp = ord(ch)
+        if cp in NFD_13:
+            chars.extend(NFD_13[cp])
+        elif _unassigned_in_13(cp):
+            chars.append(ch)  # unassigned in 13: a starter without decomposition
+        else:
+            chars.extend(_ucd.normalize("NFD", ch))
+    out = []
+    run = []
+    for ch in chars:
+        if _combining13(ch):
+            run.append(ch)
+            continue
+        if run:
+            out.extend(sorted(run, key=_combining13))  # stable, as canonical ordering is
+            run = []
+        out.append(ch)
+    out.extend(sorted(run, key=_combining13))
+    return "".join(out)
+
+
+def _use_unicodedata(module) -> None:
+    """Use another ``unicodedata``-like module as "the running Python's tables" (only for
+    make_unicode13_table.py's check, which verifies the emulation against several versions)."""
+    global _ucd
+    _ucd = module
+    _CLASSES.clear()
+    for c in range(128):
+        _CLASSES[c]
+
+
+# ---------------------------------------------------------------------------------------
 # Normalization (SPEC §3) and capcode level 1 (SPEC §4.2), on str.
 
 # Character classes used by the level-1 marker rule, one character per input code point:
 # "a" letter (L*), "0" number (N*), "m" mark (M*), " " U+0020, "'" apostrophes, "." other.
+def _class_of_major(major: str, code: int) -> str:
+    if code == 0x20:
+        return " "
+    if code == 0x27 or code == 0x2019:
+        return "'"
+    return {"L": "a", "N": "0", "M": "m"}.get(major, ".")
+
+
 class _ClassTable(dict):
     def __missing__(self, code):
-        if code == 0x20:
-            cls = " "
-        elif code == 0x27 or code == 0x2019:
-            cls = "'"
-        else:
-            major = unicodedata.category(chr(code))[0]
-            cls = {"L": "a", "N": "0", "M": "m"}.get(major, ".")
-        self[code] = cls
+        cls = self[code] = _class_of_major(_category_major13(code), code)
         return cls
 
 
@@ -136,13 +283,13 @@ _MAX_NONSTARTERS = 30
 
 def _nfd_stream_safe(text: str) -> str:
     """NFD as Go's x/text does it: a CGJ goes in after 30 consecutive non-starters."""
-    nfd = unicodedata.normalize("NFD", text)
+    nfd = _nfd13(text)
     for run in _LONG_NONASCII_RE.finditer(nfd):
         count = 0
         for ch in run.group():
-            count = count + 1 if unicodedata.combining(ch) else 0
+            count = count + 1 if _combining13(ch) else 0
             if count > _MAX_NONSTARTERS:
-                return unicodedata.normalize("NFD", _insert_cgj(text))
+                return _nfd13(_insert_cgj(text))
     return nfd
 
 
@@ -150,15 +297,15 @@ def _insert_cgj(text: str) -> str:
     out = []
     nonstarters = 0
     for ch in text:
-        decomposed = unicodedata.normalize("NFD", ch)
+        decomposed = _nfd13(ch)
         lead = 0
         for d in decomposed:
-            if not unicodedata.combining(d):
+            if not _combining13(d):
                 break
             lead += 1
         trail = 0
         for d in reversed(decomposed):
-            if not unicodedata.combining(d):
+            if not _combining13(d):
                 break
             trail += 1
         if lead == 0:
@@ -238,30 +385,33 @@ class Vocab:
 
     Attributes: ``vocab_size`` (distinct token ids), ``n_ids`` (size of the id space, highest
     id + 1), ``capcode``, ``charset``, ``normalization``, ``mode``, ``delete_id`` and
-    ``unk_id`` (``None`` when absent), ``max_token_len``, ``name``.
+    ``unk_id`` (``None`` when absent), ``max_token_len``, ``name``, and ``engine``: "native"
+    (the compiled scanner of stentor-hub) or "python" (this file), chosen by ``engine=`` or
+    else ``DEFAULT_ENGINE``. Both give identical results.
     """
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Vocab":
-        """Read a ``.vocab`` file. A truncated, corrupt or foreign file raises ``ValueError``."""
+    def load(cls, path: str | os.PathLike, engine: str | None = None) -> "Vocab":
+        """Read a ``.vocab`` file. A truncated, corrupt or foreign file raises ``ValueError``.
+        ``engine``: "native", "python" or None (``DEFAULT_ENGINE``)."""
         path = os.fspath(path)
         try:
             with open(path, "rb") as f:
                 buf = f.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"TokenMonster vocabulary not found: {path}") from None
-        return cls.from_bytes(buf, name=path)
+        return cls.from_bytes(buf, name=path, engine=engine)
 
     @classmethod
-    def from_bytes(cls, buf: bytes, name: str = "<bytes>") -> "Vocab":
+    def from_bytes(cls, buf: bytes, name: str = "<bytes>", engine: str | None = None) -> "Vocab":
         """Parse the bytes of a ``.vocab`` file; ``name`` is used in error messages."""
         self = cls.__new__(cls)
-        self._init_from_bytes(bytes(buf), name)
+        self._init_from_bytes(bytes(buf), name, _check_engine(engine))
         return self
 
-    def _init_from_bytes(self, buf: bytes, name: str) -> None:
+    def _init_from_bytes(self, buf: bytes, name: str, engine: str) -> None:
         r = _Reader(buf, name)
         if len(buf) < _HEADER_LEN:
             r.fail(f"it is {len(buf)} bytes long, shorter than the {_HEADER_LEN}-byte header")
@@ -365,6 +515,14 @@ class Vocab:
         for key, tid in zip(keys, ids):
             table[tid] = key
         self._decode_table = table
+        self.engine = engine
+        if engine == "native":
+            self._native = _NATIVE.Scanner(
+                keys, flags, nwords, alt1, alt2, ids, begin_class, self.delete_id, self.unk_id, max_token_len,
+                table, capcode,
+            )
+            return
+        self._native = None
         # A trie of the keys: byte -> (entry index or -1, children). The scan walks it byte by
         # byte, which also tells it exactly how far it had to read.
         self._trie = _build_trie(index_of)
@@ -378,13 +536,15 @@ class Vocab:
 
     def __getstate__(self):
         # pickle the file bytes, not the derived tables or the memo
-        return {"raw": self._raw, "name": self.name}
+        return {"raw": self._raw, "name": self.name, "engine": self.engine}
 
     def __setstate__(self, state):
-        self._init_from_bytes(state["raw"], state["name"])
+        # the receiving process may lack the compiled engine: then it uses the pure one
+        engine = state.get("engine", DEFAULT_ENGINE)
+        self._init_from_bytes(state["raw"], state["name"], engine if engine in ENGINES else "python")
 
     def __repr__(self) -> str:
-        return f"Vocab({self.name!r}, vocab_size={self.vocab_size}, capcode={self.capcode})"
+        return f"Vocab({self.name!r}, vocab_size={self.vocab_size}, capcode={self.capcode}, engine={self.engine!r})"
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -408,14 +568,23 @@ class Vocab:
     def normalize(self, text: str | bytes) -> bytes:
         """The bytes the tokenizer sees: NFD (if the vocabulary asks for it), then capcode."""
         if isinstance(text, str):
+            if self._native is not None and self.capcode == 1:
+                # capcode and UTF-8 in one compiled pass (None: a lone surrogate, which the
+                # pure path rejects with the usual UnicodeEncodeError)
+                if self.normalization & 1 and not text.isascii():
+                    text = _nfd_stream_safe(text)
+                data = _NATIVE.capcode1_utf8(text, _CLASSES)
+                if data is not None:
+                    return data
+                return _capcode1(text).encode("utf-8")
             return self._normalize_str(text).encode("utf-8")
         if not isinstance(text, (bytes, bytearray, memoryview)):
             raise TypeError(f"encode() takes str or bytes, not {type(text).__name__}")
         raw = bytes(text)
         if raw.isascii():
-            return self._normalize_str(raw.decode("ascii")).encode("ascii")
+            return self.normalize(raw.decode("ascii"))
         try:
-            return self._normalize_str(raw.decode("utf-8")).encode("utf-8")
+            return self.normalize(raw.decode("utf-8"))
         except UnicodeDecodeError:
             # invalid bytes pass through unchanged, each as its own unit (a lone surrogate
             # here: category Cs, "other", exactly how the reference treats them)
@@ -440,7 +609,9 @@ class Vocab:
         return EncodeResult(ids, missing, data)
 
     def _encode_normalized(self, data: bytes) -> tuple[list[int], int]:
-        """Tokenize normalized bytes; the seam where a native implementation can slot in."""
+        """Tokenize normalized bytes: the compiled scanner, or the memoised pure-Python scan."""
+        if self._native is not None:
+            return self._native.encode(data)
         n = len(data)
         if n == 0 or self.max_token_len == 0:
             return [], 0
@@ -529,6 +700,8 @@ class Vocab:
     def decode(self, ids) -> bytes:
         """Bytes of a list of ids, exactly as the reference: ids outside the id range are
         skipped, and the result need not be valid UTF-8."""
+        if self._native is not None:
+            return self._native.decode(ids if isinstance(ids, (list, tuple)) else list(ids))
         table = self._decode_table
         n = len(table)
         raw = b"".join([table[t] for t in ids if 0 <= t < n])
@@ -876,15 +1049,21 @@ class StreamDecoder:
     ids, except where a delete marker interacts with the bytes that ``flush`` returns."""
 
     def __init__(self, vocab: Vocab):
+        self._native = vocab._native
         self._table = vocab._decode_table
         self._capcode = vocab.capcode
         self._remainder = b""
         self._pending_delete = False
 
     def decode(self, ids) -> bytes:
-        table = self._table
-        n = len(table)
-        data = self._remainder + b"".join([table[t] for t in ids if 0 <= t < n])
+        if self._native is not None:
+            data = self._native.join(ids if isinstance(ids, (list, tuple)) else list(ids))
+            if self._remainder:
+                data = self._remainder + data
+        else:
+            table = self._table
+            n = len(table)
+            data = self._remainder + b"".join([table[t] for t in ids if 0 <= t < n])
         held = _incomplete_utf8_tail(data)
         if held:
             self._remainder = data[len(data) - held :]
@@ -895,6 +1074,9 @@ class StreamDecoder:
             return data
         if not self._pending_delete and b"\x7f" not in data:
             return data
+        if self._native is not None:
+            out, self._pending_delete = self._native.strip(data, self._pending_delete)
+            return out
         out = bytearray()
         pending = self._pending_delete
         for x in data:

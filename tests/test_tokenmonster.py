@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from stentor_hub.remote.tokenmonster import _nfd13, _unassigned_in_13
 from stentor_hub.tokenmonster import StreamDecoder, UnsupportedVocabError, Vocab
 from tokenmonster_reference import tokenize_reference
 from vocab_builder import build_vocab
@@ -191,7 +192,10 @@ def test_decode_encode_round_trip_is_nfd(vocabs, text):
     vocab = vocabs[VOCABS[0]]
     ids, missing, _ = vocab.encode_detailed(text)
     assert missing == 0
-    assert vocab.decode(ids) == unicodedata.normalize("NFD", text).encode("utf-8")
+    # NFD as Unicode 13 has it (the reference's tables): this Python's own NFD wherever the
+    # text has no code point assigned after Unicode 13 (test_tokenmonster_engines.py has those)
+    want = unicodedata.normalize("NFD", text) if not any(_unassigned_in_13(ord(c)) for c in text) else _nfd13(text)
+    assert vocab.decode(ids) == want.encode("utf-8")
 
 
 def test_cgj_after_thirty_combining_marks(vocabs):

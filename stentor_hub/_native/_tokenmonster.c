@@ -1,0 +1,874 @@
+/* The compiled TokenMonster scanner: SPEC §5.3 (greedy scan with look-ahead), decode and the
+ * delete-marker pass of the stream decoder, behind remote_code/tokenmonster.py's Vocab.
+ *
+ * Written from SPEC.md and from our own engines (remote_code/tokenmonster.py and the naive port
+ * in tests/tokenmonster_reference.py, which this follows step by step), not from the
+ * TokenMonster reference sources. Normalization (NFD, capcode) stays in Python, shared by both
+ * engines, so there is one place where Unicode tables are consulted.
+ *
+ * The vocabulary is parsed and validated in Python; Scanner() receives the parsed tables. Longest
+ * match walks a trie kept as one open-addressing hash table of (node, byte) -> child. encode()
+ * copies nothing and releases the GIL while it scans (the input is an immutable bytes object
+ * that the call holds a reference to; the Scanner's tables are never written after __init__).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ABI_VERSION 1
+#define NEG (-1000000)
+
+typedef struct {
+    PyObject_HEAD
+    int n_entries;
+    int maxlen;
+    int has_delete, delete_id;
+    int has_unk, unk_id;
+    int32_t *flags, *nwords, *alt1, *alt2, *ids, *key_len;
+    uint8_t bc[256];
+    /* trie: node 0 is the root; term[node] = entry index or -1 */
+    int32_t *term;
+    int n_nodes;
+    /* hash of (node << 8 | byte) + 1 -> child; key 0 = empty slot */
+    uint64_t *hkeys;
+    int32_t *hvals;
+    uint64_t hmask;
+    int32_t root_child[256]; /* the root's children, looked up directly */
+    int32_t space_node;      /* child of the root for 0x20, or -1 */
+    /* the trie as the scan reads it: a node with many children has a 256-entry row of
+     * children (row[node] >= 0), the others a short list cbyte/cnode[first .. first+count) */
+    int32_t *row, *rows, *first, *count, *cnode;
+    uint8_t *cbyte;
+    /* per entry and alternative (slot 0, 1): the walk from the root over the part of the
+     * entry's key after the alternative, done once at load (SPEC §5.3's branches 2 and 3
+     * start there). sw_node -2: not a prefix (walk normally); -1: the walk dies inside the key */
+    int32_t *sw_node, *sw_best, *sw_best_len, *sw_consumed;
+    /* decoding */
+    Py_ssize_t n_ids;
+    PyObject **table; /* bytes per id (new references) */
+    int capcode;
+} Scanner;
+
+static inline uint64_t mix(uint64_t k) {
+    k ^= k >> 31;
+    k *= 0x9E3779B97F4A7C15ULL;
+    k ^= k >> 29;
+    return k;
+}
+
+static inline int32_t child_of(const Scanner *s, int32_t node, uint8_t b) {
+    if (node == 0)
+        return s->root_child[b];
+    uint64_t key = ((uint64_t)node << 8 | b) + 1;
+    uint64_t h = mix(key) & s->hmask;
+    for (;;) {
+        uint64_t k = s->hkeys[h];
+        if (k == key)
+            return s->hvals[h];
+        if (k == 0)
+            return -1;
+        h = (h + 1) & s->hmask;
+    }
+}
+
+static void hash_put(Scanner *s, int32_t node, uint8_t b, int32_t child) {
+    uint64_t key = ((uint64_t)node << 8 | b) + 1;
+    uint64_t h = mix(key) & s->hmask;
+    while (s->hkeys[h] != 0 && s->hkeys[h] != key)
+        h = (h + 1) & s->hmask;
+    s->hkeys[h] = key;
+    s->hvals[h] = child;
+}
+
+static inline int32_t step(const Scanner *s, int32_t node, uint8_t b) {
+    int32_t r = s->row[node];
+    if (r >= 0)
+        return s->rows[(Py_ssize_t)r << 8 | b];
+    const uint8_t *cb = s->cbyte + s->first[node];
+    for (int32_t k = 0, c = s->count[node]; k < c; k++)
+        if (cb[k] == b)
+            return s->cnode[s->first[node] + k];
+    return -1;
+}
+
+/* Longest key that is a prefix of data[p:n], continuing a walk that has matched k bytes and is
+ * at `node` (k = 0, node = 0: a fresh walk): entry (or -1) and its length. */
+static inline int32_t longest_from(const Scanner *s, const uint8_t *data, Py_ssize_t p, Py_ssize_t n, int32_t node,
+                                   int32_t best, int best_len, int k, int *len_out) {
+    Py_ssize_t stop = p + s->maxlen < n ? p + s->maxlen : n;
+    for (Py_ssize_t q = p + k; q < stop; q++) {
+        node = step(s, node, data[q]);
+        if (node < 0)
+            break;
+        if (s->term[node] >= 0) {
+            best = s->term[node];
+            best_len = (int)(q - p + 1);
+        }
+    }
+    *len_out = best_len;
+    return best;
+}
+
+/* Longest key that is a prefix of data[p:n]: entry (or -1) and its length. */
+static inline int32_t longest(const Scanner *s, const uint8_t *data, Py_ssize_t p, Py_ssize_t n, int *len_out) {
+    return longest_from(s, data, p, n, 0, -1, 0, 0, len_out);
+}
+
+/* Longest key that is a prefix of " " + data[p:]: (entry, length with the space), or (0, 0). */
+static inline int32_t longest_spaced(const Scanner *s, const uint8_t *data, Py_ssize_t p, Py_ssize_t n, int *len_out) {
+    int32_t node = s->space_node, best = 0;
+    int best_len = 0;
+    if (node < 0 || s->maxlen == 0) {
+        *len_out = 0;
+        return 0;
+    }
+    if (s->term[node] >= 0) {
+        best = s->term[node];
+        best_len = 1;
+    }
+    Py_ssize_t stop = p + s->maxlen - 1 < n ? p + s->maxlen - 1 : n;
+    for (Py_ssize_t q = p; q < stop; q++) {
+        node = step(s, node, data[q]);
+        if (node < 0)
+            break;
+        if (s->term[node] >= 0) {
+            best = s->term[node];
+            best_len = (int)(q - p + 2);
+        }
+    }
+    *len_out = best_len;
+    return best;
+}
+
+static inline int imax0(int x) { return x > 0 ? x : 0; }
+
+/* SPEC §5.2's scores, as in tests/tokenmonster_reference.py */
+static inline int score_base(int t, int f1, int w1, int f2, int w2, int nb) {
+    return t + (f1 >> 7) + (f2 >> 7) + imax0(w1 - 1) + imax0(w2 - 1) + ((nb >> 2) & 1)
+           + 100 * (w1 + w2 + (nb >> 3))
+           - 100 * (((f1 >> 3) & 1) & ((f2 >> 4) & 1))
+           - 3 * ((f2 & 1) & (nb & 1));
+}
+
+static inline int score_plain(int t, int f1, int w1, int f2, int w2, int nb) {
+    return score_base(t, f1, w1, f2, w2, nb) + ((f2 >> 2) & 1) - 103 * ((f1 & 1) & ((f2 >> 1) & 1));
+}
+
+static inline int score_spaced(int t, int f1, int w1, int f2, int w2, int nb) {
+    return score_base(t, f1, w1, f2, w2, nb) - 103 * (f1 & 1) - 1;
+}
+
+static inline int penalty(int t, int L) { return t < L ? 100 : (t == L ? 10000 : 0); }
+
+typedef struct {
+    int32_t *ids;
+    Py_ssize_t n, cap;
+    int failed;
+} IdBuf;
+
+static inline void push(IdBuf *b, int32_t v) {
+    if (b->n == b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap * 2 : 256;
+        int32_t *grown = realloc(b->ids, (size_t)cap * sizeof(int32_t));
+        if (!grown) {
+            b->failed = 1;
+            return;
+        }
+        b->ids = grown;
+        b->cap = cap;
+    }
+    b->ids[b->n++] = v;
+}
+
+/* The scan of SPEC §5.3; runs without the GIL. Returns the count of bytes no token covered. */
+static Py_ssize_t scan(const Scanner *s, const uint8_t *data, Py_ssize_t n, IdBuf *out) {
+    const int32_t *flags = s->flags, *nwords = s->nwords, *ids = s->ids;
+    const uint8_t *bc = s->bc;
+    Py_ssize_t missing = 0, i = 0;
+#define CLS(q) ((q) < n ? bc[data[q]] : bc[0])
+    while (i < n && !out->failed) {
+        int L;
+        int32_t cur = longest(s, data, i, n, &L);
+        int fd = 0;
+        if (cur < 0) {
+            if (s->has_unk)
+                push(out, s->unk_id);
+            missing++;
+            i++;
+            continue;
+        }
+        for (;;) {
+            Py_ssize_t j = i + L;
+            if (j >= n || ((flags[cur] & 32) && bc[data[j]] == 12))
+                break;
+            int sc[6] = {NEG, NEG, NEG, NEG, NEG, NEG};
+            /* per branch: the token emitted first, how far it advances, the next token and length */
+            int32_t emit[6], next[6];
+            int adv[6], nlen[6];
+            int f1 = flags[cur], w1 = nwords[cur] - fd;
+
+            int l1;
+            int32_t n1 = longest(s, data, j, n, &l1);
+            if (n1 >= 0) {
+                int nb = CLS(j + l1);
+                sc[0] = score_plain(L + l1, f1, w1, flags[n1], nwords[n1], nb);
+                emit[0] = cur; adv[0] = L; next[0] = n1; nlen[0] = l1;
+                if (s->has_delete && (flags[n1] & 2) && nb == 1 && nwords[n1] == 0) {
+                    int k;
+                    int32_t m = longest_spaced(s, data, j, n, &k);
+                    if (k > l1 + 1) {
+                        k -= 1;
+                        sc[3] = score_spaced(L + k, f1, w1, flags[m], nwords[m], CLS(j + k));
+                        emit[3] = cur; adv[3] = L; next[3] = m; nlen[3] = k;
+                    }
+                }
+            }
+            if (s->alt1[cur] >= 0) {
+                for (int slot = 1; slot <= 2; slot++) {
+                    int32_t a = slot == 1 ? s->alt1[cur] : s->alt2[cur];
+                    if (a < 0)
+                        break;
+                    int la = s->key_len[a] - fd;
+                    Py_ssize_t q = i + la;
+                    int l2;
+                    int32_t n2;
+                    Py_ssize_t w = (Py_ssize_t)cur * 2 + slot - 1;
+                    int32_t wnode = s->sw_node[w];
+                    if (wnode == -2)
+                        n2 = longest(s, data, q, n, &l2);
+                    else if (wnode == -1) {
+                        n2 = s->sw_best[w];
+                        l2 = s->sw_best_len[w];
+                    } else
+                        n2 = longest_from(s, data, q, n, wnode, s->sw_best[w], s->sw_best_len[w], s->sw_consumed[w], &l2);
+                    if (n2 < 0)
+                        continue;
+                    int t = la + l2;
+                    int nb = CLS(q + l2);
+                    int fa = flags[a], wa = nwords[a] - fd;
+                    sc[slot] = score_plain(t, fa, wa, flags[n2], nwords[n2], nb) - penalty(t, L);
+                    emit[slot] = a; adv[slot] = la; next[slot] = n2; nlen[slot] = l2;
+                    if (s->has_delete && (flags[n2] & 2) && nb == 1 && nwords[n2] == 0) {
+                        int k;
+                        int32_t m = longest_spaced(s, data, q, n, &k);
+                        if (k > l2 + 1) {
+                            k -= 1;
+                            t = la + k;
+                            sc[slot + 3] = score_spaced(t, fa, wa, flags[m], nwords[m], CLS(q + k)) - penalty(t, L);
+                            emit[slot + 3] = a; adv[slot + 3] = la; next[slot + 3] = m; nlen[slot + 3] = k;
+                        }
+                    }
+                }
+            }
+            int best = sc[0], chosen = 0;
+            for (int o = 1; o < 6; o++) /* ties go to the first branch in this order */
+                if (sc[o] > best) {
+                    best = sc[o];
+                    chosen = o;
+                }
+            if (best == NEG)
+                break;
+            push(out, ids[emit[chosen]]);
+            if (chosen >= 3)
+                push(out, s->delete_id);
+            i += adv[chosen];
+            cur = next[chosen];
+            L = nlen[chosen];
+            fd = chosen >= 3;
+        }
+        push(out, ids[cur]);
+        i += L;
+    }
+#undef CLS
+    return missing;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static int read_int_list(PyObject *seq, int32_t **dst, Py_ssize_t n, const char *what) {
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (!fast)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(fast) != n) {
+        PyErr_Format(PyExc_ValueError, "Scanner: %s has %zd items, expected %zd", what, PySequence_Fast_GET_SIZE(fast), n);
+        Py_DECREF(fast);
+        return -1;
+    }
+    *dst = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int32_t));
+    if (!*dst) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, k));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return -1;
+        }
+        (*dst)[k] = (int32_t)v;
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static void Scanner_dealloc(Scanner *self) {
+    PyMem_Free(self->flags);
+    PyMem_Free(self->nwords);
+    PyMem_Free(self->alt1);
+    PyMem_Free(self->alt2);
+    PyMem_Free(self->ids);
+    PyMem_Free(self->key_len);
+    PyMem_Free(self->term);
+    PyMem_Free(self->row);
+    PyMem_Free(self->rows);
+    PyMem_Free(self->first);
+    PyMem_Free(self->count);
+    PyMem_Free(self->cnode);
+    PyMem_Free(self->cbyte);
+    PyMem_Free(self->sw_node);
+    PyMem_Free(self->sw_best);
+    PyMem_Free(self->sw_best_len);
+    PyMem_Free(self->sw_consumed);
+    PyMem_Free(self->hkeys);
+    PyMem_Free(self->hvals);
+    if (self->table) {
+        for (Py_ssize_t k = 0; k < self->n_ids; k++)
+            Py_XDECREF(self->table[k]);
+        PyMem_Free(self->table);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int build_arrays(Scanner *self, PyObject *fast_keys);
+
+/* Scanner(keys, flags, nwords, alt1, alt2, ids, begin_class, delete_id, unk_id, max_token_len,
+ *         decode_table, capcode): tables as Vocab parsed them (alt -1 and None for "none"). */
+static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
+    (void)kwds;
+    PyObject *keys, *flags, *nwords, *alt1, *alt2, *ids, *delete_id, *unk_id, *decode_table;
+    Py_buffer bc;
+    int maxlen, capcode;
+    if (!PyArg_ParseTuple(args, "OOOOOOy*OOiOi", &keys, &flags, &nwords, &alt1, &alt2, &ids, &bc, &delete_id, &unk_id,
+                          &maxlen, &decode_table, &capcode))
+        return -1;
+    if (self->term) {
+        PyBuffer_Release(&bc);
+        PyErr_SetString(PyExc_RuntimeError, "Scanner is already initialised");
+        return -1;
+    }
+    int rc = -1;
+    PyObject *fast_keys = NULL, *fast_table = NULL;
+    if (bc.len != 256) {
+        PyErr_SetString(PyExc_ValueError, "Scanner: begin_class must be 256 bytes");
+        goto done;
+    }
+    memcpy(self->bc, bc.buf, 256);
+    fast_keys = PySequence_Fast(keys, "keys");
+    if (!fast_keys)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast_keys);
+    self->n_entries = (int)n;
+    self->maxlen = maxlen;
+    self->capcode = capcode;
+    if (read_int_list(flags, &self->flags, n, "flags") || read_int_list(nwords, &self->nwords, n, "nwords") ||
+        read_int_list(alt1, &self->alt1, n, "alt1") || read_int_list(alt2, &self->alt2, n, "alt2") ||
+        read_int_list(ids, &self->ids, n, "ids"))
+        goto done;
+    self->has_delete = delete_id != Py_None;
+    self->delete_id = self->has_delete ? (int)PyLong_AsLong(delete_id) : 0;
+    self->has_unk = unk_id != Py_None;
+    self->unk_id = self->has_unk ? (int)PyLong_AsLong(unk_id) : 0;
+    if (PyErr_Occurred())
+        goto done;
+
+    Py_ssize_t total = 1;
+    self->key_len = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int32_t));
+    if (!self->key_len) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t e = 0; e < n; e++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(fast_keys, e);
+        if (!PyBytes_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "Scanner: keys must be bytes");
+            goto done;
+        }
+        self->key_len[e] = (int32_t)PyBytes_GET_SIZE(key);
+        total += PyBytes_GET_SIZE(key);
+    }
+    self->term = PyMem_Malloc((size_t)total * sizeof(int32_t));
+    uint64_t cap = 16;
+    while (cap < (uint64_t)total * 2)
+        cap <<= 1;
+    self->hmask = cap - 1;
+    self->hkeys = PyMem_Calloc(cap, sizeof(uint64_t));
+    self->hvals = PyMem_Calloc(cap, sizeof(int32_t));
+    if (!self->term || !self->hkeys || !self->hvals) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int b = 0; b < 256; b++)
+        self->root_child[b] = -1;
+    self->term[0] = -1;
+    self->n_nodes = 1;
+    for (Py_ssize_t e = 0; e < n; e++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(fast_keys, e);
+        const uint8_t *kb = (const uint8_t *)PyBytes_AS_STRING(key);
+        int32_t node = 0;
+        for (Py_ssize_t d = 0; d < PyBytes_GET_SIZE(key); d++) {
+            int32_t c = child_of(self, node, kb[d]);
+            if (c < 0) {
+                c = self->n_nodes++;
+                self->term[c] = -1;
+                if (node == 0)
+                    self->root_child[kb[d]] = c;
+                else
+                    hash_put(self, node, kb[d], c);
+            }
+            node = c;
+        }
+        self->term[node] = (int32_t)e;
+    }
+    self->space_node = self->root_child[0x20];
+    if (build_arrays(self, fast_keys) < 0)
+        goto done;
+
+    fast_table = PySequence_Fast(decode_table, "decode_table");
+    if (!fast_table)
+        goto done;
+    self->n_ids = PySequence_Fast_GET_SIZE(fast_table);
+    self->table = PyMem_Calloc(self->n_ids ? (size_t)self->n_ids : 1, sizeof(PyObject *));
+    if (!self->table) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < self->n_ids; k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast_table, k);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "Scanner: decode_table must hold bytes");
+            goto done;
+        }
+        Py_INCREF(item);
+        self->table[k] = item;
+    }
+    rc = 0;
+done:
+    Py_XDECREF(fast_keys);
+    Py_XDECREF(fast_table);
+    PyBuffer_Release(&bc);
+    return rc;
+}
+
+/* The scan's form of the trie (see Scanner.row) and the alternatives' suffix walks. */
+static int build_arrays(Scanner *self, PyObject *fast_keys) {
+    int nn = self->n_nodes, n = self->n_entries;
+    self->row = PyMem_Malloc((size_t)nn * sizeof(int32_t));
+    self->first = PyMem_Calloc((size_t)nn + 1, sizeof(int32_t));
+    self->count = PyMem_Calloc((size_t)nn, sizeof(int32_t));
+    self->cnode = PyMem_Malloc((size_t)nn * sizeof(int32_t));
+    self->cbyte = PyMem_Malloc((size_t)nn);
+    if (!self->row || !self->first || !self->count || !self->cnode || !self->cbyte) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* children of every node, grouped by parent: count, then prefix sums, then fill */
+    for (int b = 0; b < 256; b++)
+        if (self->root_child[b] >= 0)
+            self->count[0]++;
+    for (uint64_t h = 0; h <= self->hmask; h++)
+        if (self->hkeys[h])
+            self->count[(self->hkeys[h] - 1) >> 8]++;
+    int n_rows = 0;
+    for (int v = 0; v < nn; v++) {
+        self->first[v + 1] = self->first[v] + self->count[v];
+        self->row[v] = self->count[v] > 6 ? n_rows++ : -1;
+    }
+    self->rows = PyMem_Malloc((size_t)(n_rows ? n_rows : 1) * 256 * sizeof(int32_t));
+    int32_t *fill = PyMem_Calloc((size_t)nn, sizeof(int32_t));
+    if (!self->rows || !fill) {
+        PyMem_Free(fill);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < (Py_ssize_t)n_rows * 256; k++)
+        self->rows[k] = -1;
+#define ADD_CHILD(parent, b, child)                                         \
+    do {                                                                    \
+        int32_t at = self->first[parent] + fill[parent]++;                  \
+        self->cbyte[at] = (uint8_t)(b);                                     \
+        self->cnode[at] = (child);                                          \
+        if (self->row[parent] >= 0)                                         \
+            self->rows[(Py_ssize_t)self->row[parent] << 8 | (b)] = (child); \
+    } while (0)
+    for (int b = 0; b < 256; b++)
+        if (self->root_child[b] >= 0)
+            ADD_CHILD(0, b, self->root_child[b]);
+    for (uint64_t h = 0; h <= self->hmask; h++)
+        if (self->hkeys[h])
+            ADD_CHILD((int32_t)((self->hkeys[h] - 1) >> 8), (self->hkeys[h] - 1) & 0xFF, self->hvals[h]);
+#undef ADD_CHILD
+    PyMem_Free(fill);
+
+    size_t slots = (size_t)(n ? n : 1) * 2;
+    self->sw_node = PyMem_Malloc(slots * sizeof(int32_t));
+    self->sw_best = PyMem_Malloc(slots * sizeof(int32_t));
+    self->sw_best_len = PyMem_Malloc(slots * sizeof(int32_t));
+    self->sw_consumed = PyMem_Malloc(slots * sizeof(int32_t));
+    if (!self->sw_node || !self->sw_best || !self->sw_best_len || !self->sw_consumed) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int e = 0; e < n; e++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(fast_keys, e);
+        const uint8_t *kb = (const uint8_t *)PyBytes_AS_STRING(key);
+        for (int slot = 0; slot < 2; slot++) {
+            size_t w = (size_t)e * 2 + slot;
+            int32_t a = slot == 0 ? self->alt1[e] : self->alt2[e];
+            self->sw_node[w] = -2;
+            if (a < 0 || a >= n)
+                continue;
+            PyObject *akey = PySequence_Fast_GET_ITEM(fast_keys, a);
+            Py_ssize_t alen = PyBytes_GET_SIZE(akey);
+            if (alen > PyBytes_GET_SIZE(key) || memcmp(PyBytes_AS_STRING(akey), kb, (size_t)alen) != 0)
+                continue;
+            int32_t node = 0, best = -1;
+            int best_len = 0, consumed = 0;
+            for (Py_ssize_t d = alen; d < PyBytes_GET_SIZE(key); d++) {
+                node = step(self, node, kb[d]);
+                consumed++;
+                if (node < 0)
+                    break;
+                if (self->term[node] >= 0) {
+                    best = self->term[node];
+                    best_len = consumed;
+                }
+            }
+            self->sw_node[w] = node < 0 ? -1 : node;
+            self->sw_best[w] = best;
+            self->sw_best_len[w] = best_len;
+            self->sw_consumed[w] = consumed;
+        }
+    }
+    return 0;
+}
+
+static int check_ready(Scanner *self) {
+    if (!self->term || !self->table) {
+        PyErr_SetString(PyExc_RuntimeError, "Scanner was not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+/* encode(data: bytes) -> (list of ids, missing) for already normalized bytes */
+static PyObject *Scanner_encode(Scanner *self, PyObject *arg) {
+    if (check_ready(self))
+        return NULL;
+    if (!PyBytes_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "encode() takes normalized bytes, not %s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    IdBuf out = {NULL, 0, 0, 0};
+    Py_ssize_t missing = 0;
+    if (n > 0 && self->maxlen > 0) {
+        if (n > 256) {
+            Py_BEGIN_ALLOW_THREADS
+            missing = scan(self, data, n, &out);
+            Py_END_ALLOW_THREADS
+        } else {
+            missing = scan(self, data, n, &out); /* short texts: the GIL round trip costs more */
+        }
+    }
+    if (out.failed) {
+        free(out.ids);
+        return PyErr_NoMemory();
+    }
+    PyObject *list = PyList_New(out.n);
+    if (!list) {
+        free(out.ids);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < out.n; k++) {
+        PyObject *v = PyLong_FromLong(out.ids[k]);
+        if (!v) {
+            Py_DECREF(list);
+            free(out.ids);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, k, v);
+    }
+    free(out.ids);
+    return Py_BuildValue("(Nn)", list, missing);
+}
+
+/* The stored bytes of ids, concatenated; ids outside 0..n_ids-1 are skipped (as the reference). */
+static PyObject *join_ids(Scanner *self, PyObject *ids_obj) {
+    PyObject *fast = PySequence_Fast(ids_obj, "decode() takes a sequence of token ids");
+    if (!fast)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast), total = 0;
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    Py_ssize_t *which = PyMem_Malloc((count ? (size_t)count : 1) * sizeof(Py_ssize_t));
+    if (!which) {
+        Py_DECREF(fast);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        int overflow = 0;
+        long long v;
+        if (PyLong_Check(items[k])) {
+            v = PyLong_AsLongLongAndOverflow(items[k], &overflow);
+        } else {
+            PyObject *index = PyNumber_Index(items[k]);
+            if (!index) {
+                PyMem_Free(which);
+                Py_DECREF(fast);
+                return NULL;
+            }
+            v = PyLong_AsLongLongAndOverflow(index, &overflow);
+            Py_DECREF(index);
+        }
+        if (v == -1 && PyErr_Occurred()) {
+            PyMem_Free(which);
+            Py_DECREF(fast);
+            return NULL;
+        }
+        if (overflow || v < 0 || v >= self->n_ids) {
+            which[k] = -1;
+        } else {
+            which[k] = (Py_ssize_t)v;
+            total += PyBytes_GET_SIZE(self->table[v]);
+        }
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, total);
+    if (result) {
+        char *dst = PyBytes_AS_STRING(result);
+        for (Py_ssize_t k = 0; k < count; k++) {
+            if (which[k] < 0)
+                continue;
+            PyObject *b = self->table[which[k]];
+            memcpy(dst, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+            dst += PyBytes_GET_SIZE(b);
+        }
+    }
+    PyMem_Free(which);
+    Py_DECREF(fast);
+    return result;
+}
+
+/* Drop each 0x7F and the byte after it; `*pending` carries a marker whose byte is yet to come. */
+static PyObject *strip_markers(const uint8_t *src, Py_ssize_t n, int *pending) {
+    PyObject *result = PyBytes_FromStringAndSize(NULL, n);
+    if (!result)
+        return NULL;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(result);
+    Py_ssize_t w = 0;
+    int p = *pending;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        uint8_t x = src[k];
+        if (x == 0x7F)
+            p = 1;
+        else if (p)
+            p = 0;
+        else
+            dst[w++] = x;
+    }
+    *pending = p;
+    if (w != n && _PyBytes_Resize(&result, w) < 0)
+        return NULL;
+    return result;
+}
+
+/* decode(ids) -> bytes: Vocab.decode */
+static PyObject *Scanner_decode(Scanner *self, PyObject *ids) {
+    if (check_ready(self))
+        return NULL;
+    PyObject *raw = join_ids(self, ids);
+    if (!raw || self->capcode != 1 || !memchr(PyBytes_AS_STRING(raw), 0x7F, (size_t)PyBytes_GET_SIZE(raw)))
+        return raw;
+    /* the pure engine's regex \x7f[\x00-\xff]?: a marker and whatever byte follows it (a second
+     * marker included) go; a marker at the very end just disappears */
+    const uint8_t *src = (const uint8_t *)PyBytes_AS_STRING(raw);
+    Py_ssize_t n = PyBytes_GET_SIZE(raw), w = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out) {
+        uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+        for (Py_ssize_t k = 0; k < n; k++) {
+            if (src[k] == 0x7F)
+                k++;
+            else
+                dst[w++] = src[k];
+        }
+    }
+    Py_DECREF(raw);
+    if (out && _PyBytes_Resize(&out, w) < 0)
+        return NULL;
+    return out;
+}
+
+/* join(ids) -> bytes: the stored bytes of the ids, delete markers left in (the stream decoder) */
+static PyObject *Scanner_join(Scanner *self, PyObject *ids) {
+    if (check_ready(self))
+        return NULL;
+    return join_ids(self, ids);
+}
+
+/* strip(data, pending) -> (bytes, pending): the stream decoder's delete-marker pass */
+static PyObject *Scanner_strip(Scanner *self, PyObject *args) {
+    (void)self;
+    Py_buffer data;
+    int pending;
+    if (!PyArg_ParseTuple(args, "y*p", &data, &pending))
+        return NULL;
+    PyObject *out = strip_markers((const uint8_t *)data.buf, data.len, &pending);
+    PyBuffer_Release(&data);
+    if (!out)
+        return NULL;
+    return Py_BuildValue("(NO)", out, pending ? Py_True : Py_False);
+}
+
+/* capcode1_utf8(text: str, classes) -> bytes, or None when text holds a lone surrogate.
+ * Capcode level 1 (SPEC §4.2) and UTF-8 encoding in one pass, exactly _capcode1(text).encode():
+ * DEL becomes 0x14, and "\x7f " goes before a letter unless the previous code point is a space,
+ * letter or mark, or an apostrophe after a letter, and before a number unless the previous one
+ * is a space or number. `classes` maps a code point to its class ("a", "0", "m", " ", "'", ".")
+ * with Unicode 13's categories; it is asked only about non-ASCII code points. */
+static char ascii_class[128];
+
+static PyObject *capcode1_utf8(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *text, *classes;
+    if (!PyArg_ParseTuple(args, "UO", &text, &classes))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *chars = PyUnicode_DATA(text);
+    /* worst case: 4 bytes per code point plus a 2-byte marker before each */
+    if (n > (PY_SSIZE_T_MAX - 16) / 6)
+        return PyErr_NoMemory();
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 6 + 1);
+    if (!out)
+        return NULL;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+    Py_ssize_t w = 0;
+    char prev1 = 0, prev2 = 0; /* classes of the two previous code points; 0 = none */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_UCS4 c = PyUnicode_READ(kind, chars, k);
+        char cls;
+        if (c < 128) {
+            cls = ascii_class[c];
+        } else if (c >= 0xD800 && c <= 0xDFFF) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        } else {
+            PyObject *key = PyLong_FromUnsignedLong(c);
+            PyObject *v = key ? PyObject_GetItem(classes, key) : NULL;
+            Py_XDECREF(key);
+            if (!v) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            if (!PyUnicode_Check(v) || PyUnicode_GET_LENGTH(v) != 1) {
+                Py_DECREF(v);
+                Py_DECREF(out);
+                PyErr_SetString(PyExc_TypeError, "capcode1_utf8: classes must map code points to 1-character strings");
+                return NULL;
+            }
+            cls = (char)PyUnicode_READ_CHAR(v, 0);
+            Py_DECREF(v);
+        }
+        int marker = 0;
+        if (cls == 'a')
+            marker = !(prev1 == ' ' || prev1 == 'a' || prev1 == 'm' || (prev1 == '\'' && prev2 == 'a'));
+        else if (cls == '0')
+            marker = !(prev1 == ' ' || prev1 == '0');
+        if (marker) {
+            dst[w++] = 0x7F;
+            dst[w++] = 0x20;
+        }
+        if (c == 0x7F)
+            c = 0x14;
+        if (c < 0x80) {
+            dst[w++] = (uint8_t)c;
+        } else if (c < 0x800) {
+            dst[w++] = (uint8_t)(0xC0 | (c >> 6));
+            dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            dst[w++] = (uint8_t)(0xE0 | (c >> 12));
+            dst[w++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
+        } else {
+            dst[w++] = (uint8_t)(0xF0 | (c >> 18));
+            dst[w++] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+            dst[w++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+            dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
+        }
+        prev2 = prev1;
+        prev1 = cls;
+    }
+    if (_PyBytes_Resize(&out, w) < 0)
+        return NULL;
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"capcode1_utf8", (PyCFunction)capcode1_utf8, METH_VARARGS, "capcode1_utf8(text, classes) -> bytes or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef Scanner_methods[] = {
+    {"encode", (PyCFunction)Scanner_encode, METH_O, "encode(normalized: bytes) -> (ids, missing)"},
+    {"decode", (PyCFunction)Scanner_decode, METH_O, "decode(ids) -> bytes, delete markers applied"},
+    {"join", (PyCFunction)Scanner_join, METH_O, "join(ids) -> the ids' stored bytes, concatenated"},
+    {"strip", (PyCFunction)Scanner_strip, METH_VARARGS, "strip(data, pending) -> (bytes, pending)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stentor_hub._native._tokenmonster.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The compiled TokenMonster scanner over a parsed vocabulary's tables.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_tokenmonster", "The compiled TokenMonster scanner (see remote_code/tokenmonster.py).", -1,
+    module_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__tokenmonster(void) {
+    for (int c = 0; c < 128; c++) {
+        char cls = '.';
+        if (c == ' ')
+            cls = ' ';
+        else if (c == '\'')
+            cls = '\'';
+        else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+            cls = 'a';
+        else if (c >= '0' && c <= '9')
+            cls = '0';
+        ascii_class[c] = cls;
+    }
+    if (PyType_Ready(&ScannerType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m)
+        return NULL;
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(m, "Scanner", (PyObject *)&ScannerType) < 0 || PyModule_AddIntConstant(m, "ABI", ABI_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
