@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -165,7 +166,9 @@ def is_lfs_path(path: str, size: int, gitattributes: str) -> bool:
 class HubServer:
     """The server. ``tokens`` maps a token to its user name. ``requests`` logs ``(method, path)``."""
 
-    def __init__(self, storage: str | os.PathLike, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, storage: str | os.PathLike, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 0,
+                 delay: float = 0.0):
+        self.delay = delay  # seconds before each answer: a slow network, for tests of long downloads
         self.storage = HubStorage(storage)
         self.tokens = dict(tokens)
         self.requests: list[tuple[str, str]] = []
@@ -258,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self.hub.requests.append((self.command, self.path))
+        if self.hub.delay:
+            time.sleep(self.hub.delay)
         self._raw_body = None
         try:
             self._route()

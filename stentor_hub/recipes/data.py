@@ -307,26 +307,21 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class TokenData:
-    """Training and evaluation tokens of a recipe, as flat uint16 arrays."""
+    """Training and evaluation tokens of a recipe: flat uint16 token sequences (memory-mapped
+    prepared shards, see :mod:`stentor_hub.recipes.prepare`, or arrays from the reference)."""
 
-    train: "object"  # numpy.ndarray[uint16]
+    train: "object"  # TokenArray or numpy.ndarray[uint16]
     eval: "object"
     eval_held_out: bool  # True when the eval tokens were held out from the train stream
-    cache_file: Path | None = None
+    cache_file: Path | None = None  # the shards' index.json
     from_cache: bool = False
 
 
-def load_token_data(
-    train_sources: list,
-    eval_sources: list,
-    tokenizer,
-    block_size: int,
-    source_token_budget: int | None,
-    max_eval_samples: int | None,
-    cache_dir: str | os.PathLike | None = None,
-) -> TokenData:
-    """Tokenize the train and eval sources by the same rules as :func:`build_eval_blocks`, or load
-    them from the cache.
+def reference_token_data(train_sources: list, eval_sources: list, tokenizer, block_size: int,
+                         source_token_budget: int | None, max_eval_samples: int | None) -> TokenData:
+    """The data rules in plain, single-process, in-memory form: the yardstick the prepared shards
+    (:func:`load_token_data`) are tested against; it holds every token in memory, so it is for
+    small data only.
 
     Train tokens: documents of all train sources interleaved, capped at exactly
     ``source_token_budget`` tokens. Eval tokens: the eval sources, capped at ``max_eval_samples``
@@ -337,26 +332,7 @@ def load_token_data(
 
     train_sources = [Source.parse(s) for s in train_sources]
     eval_sources = [Source.parse(s) for s in eval_sources or []]
-    if not train_sources:
-        raise ValueError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
-    for source in train_sources + eval_sources:
-        if _looks_local(source.path) and not local_files(source.path):
-            raise FileNotFoundError(f"data source '{source.path}': no such file (or the glob matches nothing)")
     max_eval_tokens = None if max_eval_samples is None else max_eval_samples * block_size
-    key = {
-        "version": DATA_FORMAT_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer),
-        "train": [_source_identity(s) for s in train_sources], "eval": [_source_identity(s) for s in eval_sources],
-        "block_size": block_size, "source_token_budget": source_token_budget, "max_eval_tokens": max_eval_tokens,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    cache_file = cache_dir / f"{digest}.npz"
-    if cache_file.is_file():
-        with np.load(cache_file) as saved:
-            return TokenData(saved["train"], saved["eval"], bool(saved["eval_held_out"]), cache_file, True)
-
-    if len(tokenizer) > np.iinfo(np.uint16).max:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} ids; the token cache stores uint16 ids (at most 65535)")
 
     def documents(sources):
         return interleave(iter_token_documents(s, tokenizer) for s in sources)
@@ -375,27 +351,54 @@ def load_token_data(
                 break
         eval_tokens = eval_tokens[:max_eval_tokens]
     train_tokens = pack_tokens(train_docs, source_token_budget)
-    data = TokenData(np.asarray(train_tokens, dtype=np.uint16), np.asarray(eval_tokens, dtype=np.uint16),
-                     not eval_sources, cache_file, False)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{digest}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, train=data.train, eval=data.eval, eval_held_out=np.asarray(data.eval_held_out))
-    os.replace(tmp, cache_file)
-    return data
+    return TokenData(np.asarray(train_tokens, dtype=np.uint16), np.asarray(eval_tokens, dtype=np.uint16),
+                     not eval_sources)
+
+
+def load_token_data(
+    train_sources: list,
+    eval_sources: list,
+    tokenizer,
+    block_size: int,
+    source_token_budget: int | None,
+    max_eval_samples: int | None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> TokenData:
+    """The train and eval tokens of a recipe's data (rules: :func:`reference_token_data`), as
+    prepared shards in the token cache (``cache_dir``/<hash of the data settings>): prepared on
+    first use with ``workers`` processes (default all cores), memory-mapped after that."""
+    from stentor_hub.recipes.prepare import data_key, key_digest, prepare_shards
+
+    train_sources = [Source.parse(s) for s in train_sources]
+    eval_sources = [Source.parse(s) for s in eval_sources or []]
+    key = data_key(train_sources, eval_sources, tokenizer, block_size, source_token_budget, max_eval_samples)
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    folder = cache_dir / key_digest(key)
+    shards = prepare_shards(train_sources, eval_sources, tokenizer, block_size, source_token_budget, max_eval_samples,
+                            folder, workers=workers)
+    return TokenData(shards.train, shards.eval, shards.eval_held_out, shards.index_file, not shards.prepared_now)
 
 
 class BlockDataset:
-    """Fixed-length blocks of a flat token array; each item is ``{"input_ids", "labels"}`` with
-    labels equal to the inputs (the model shifts them)."""
+    """Fixed-length blocks of a flat token sequence (a memory-mapped :class:`TokenArray` or an
+    array), read from it one block at a time; each item is ``{"input_ids", "labels"}`` with labels
+    equal to the inputs (the model shifts them)."""
 
     def __init__(self, tokens, block_size: int, max_blocks: int | None = None):
-        import torch
-
-        self.blocks = to_blocks(torch.from_numpy(tokens.astype("int64")), block_size, max_blocks)
+        self.tokens, self.block_size = tokens, block_size
+        n_blocks = len(tokens) // block_size
+        self.n_blocks = n_blocks if max_blocks is None else min(n_blocks, max_blocks)
 
     def __len__(self) -> int:
-        return self.blocks.shape[0]
+        return self.n_blocks
 
     def __getitem__(self, index: int) -> dict:
-        ids = self.blocks[index]
+        import numpy as np
+        import torch
+
+        if not 0 <= index < self.n_blocks:
+            raise IndexError(f"block {index} out of range for {self.n_blocks} blocks")
+        start = index * self.block_size
+        ids = torch.from_numpy(np.asarray(self.tokens[start:start + self.block_size]).astype(np.int64))
         return {"input_ids": ids, "labels": ids}

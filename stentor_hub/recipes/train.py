@@ -261,7 +261,8 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     from transformers import Trainer, TrainingArguments, set_seed
 
     from stentor_hub.recipes import callbacks as cb
-    from stentor_hub.recipes.data import BlockDataset, Source, load_token_data
+    from stentor_hub.recipes.data import BlockDataset, Source
+    from stentor_hub.recipes.prepare import prepare_recipe_data, wait_for_shards
     from stentor_hub.recipes.t4 import T4RecipeCallback, apply_t4_recipe
     from stentor_hub.tokenizer import export_tokenizer, resolve_vocab, tokenizer_class
 
@@ -287,7 +288,13 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         if resume_from is None:
             raise RecipeError(f"--resume: no complete checkpoint in {checkpoints_dir}; start a new run instead")
 
-    # TrainingArguments sets up the processes (gloo on CPU), so it comes before the data work
+    # data, before TrainingArguments forms the process group: one process prepares the token shards
+    # (every core) while the others wait for its index file, in no collective call that could time out
+    if os.environ.get("RANK", "0") == "0":
+        tokens = prepare_recipe_data(config, tokenizer, progress=True)
+    else:
+        tokens = wait_for_shards(config, tokenizer)
+
     args = TrainingArguments(
         output_dir=str(checkpoints_dir),
         per_device_train_batch_size=per_device_batch,
@@ -311,17 +318,12 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         dataloader_num_workers=train_cfg["dataloader_num_workers"],
         ddp_backend="gloo" if device_type == "cpu" and processes > 1 else None,
         ddp_find_unused_parameters=False,
+        ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
         remove_unused_columns=False,
         report_to=[],
     )
     is_main = args.process_index == 0
 
-    # data: tokenized once (by the main process first; the others then read the cache)
-    with args.main_process_first(desc="tokenize", local=False):
-        tokens = load_token_data(
-            train_sources, eval_sources, tokenizer, data_cfg["block_size"], data_cfg.get("source_token_budget"),
-            data_cfg.get("max_eval_samples"), data_cfg.get("cache_dir"),
-        )
     block = data_cfg["block_size"]
     global_batch = train_cfg["batch_size"]
     n_train_blocks = (len(tokens.train) // block) // global_batch * global_batch  # every step a full batch
@@ -358,7 +360,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         run_dir.mkdir(parents=True, exist_ok=True)
         export_tokenizer(resolve_vocab(config["tokenizer"]["vocab"]), run_dir / "tokenizer")
         logger.info("model: %s parameters; data: %d train blocks, %d eval blocks of %d tokens%s", f"{n_params:,}",
-                    n_train_blocks, len(eval_dataset), block, " (from cache)" if tokens.from_cache else "")
+                    n_train_blocks, len(eval_dataset), block, "" if tokens.prepared_now else " (prepared before)")
 
     stop_rules = cb.StopRulesCallback(token_budget, epochs, train_cfg.get("max_steps"))
     best = cb.BestCheckpointCallback(run_dir / "best", train_cfg["best_eval_start_step"])
@@ -418,7 +420,8 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
             "block_size": block,
             "train_blocks": n_train_blocks,
             "eval_blocks": len(eval_dataset),
-            "cache_file": str(tokens.cache_file) if tokens.cache_file else None,
+            "cache_file": str(tokens.index_file),
+            "prepare_seconds": round(tokens.seconds, 2),  # 0 when the shards were prepared before
         },
         "training": {
             "tokens_seen": int(state.num_input_tokens_seen),
