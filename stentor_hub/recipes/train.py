@@ -294,6 +294,10 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         tokens = prepare_recipe_data(config, tokenizer, progress=True)
     else:
         tokens = wait_for_shards(config, tokenizer)
+    ddp_timeout = int(train_cfg.get("ddp_timeout", 1800))
+    if device_type == "cpu" and processes > 1 and not torch.distributed.is_initialized():
+        # transformers hands ddp_timeout to the process group on GPUs only; on CPU (gloo) it is set here
+        torch.distributed.init_process_group("gloo", timeout=_dt.timedelta(seconds=ddp_timeout))
 
     args = TrainingArguments(
         output_dir=str(checkpoints_dir),
@@ -318,7 +322,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         dataloader_num_workers=train_cfg["dataloader_num_workers"],
         ddp_backend="gloo" if device_type == "cpu" and processes > 1 else None,
         ddp_find_unused_parameters=False,
-        ddp_timeout=int(train_cfg.get("ddp_timeout", 1800)),
+        ddp_timeout=ddp_timeout,
         remove_unused_columns=False,
         report_to=[],
     )
