@@ -2,7 +2,7 @@
 with the T4 recipe, and what they cost.
 
     python benchmarks/train/gpu_run.py                          # GPU: 300 steps of 8 x 1024 tokens (~3 min on a T4)
-    python benchmarks/train/gpu_run.py --steps 3 --block-size 128 --batch-size 2   # CPU smoke run
+    python benchmarks/train/gpu_run.py --steps 3 --block-size 128 --batch-size 2 --eval-blocks 2 --warmup 1  # CPU smoke
     torchrun --nproc_per_node 2 benchmarks/train/gpu_run.py    # 2x T4, as the card (global batch split)
 
 Data: ``gutenberg_train.txt`` from the shared folder (local, so no network is needed), prepared
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="steps left out of the tokens/s figure")
     parser.add_argument("--batch-size", type=int, default=8, help="global batch (sequences per step), as the card")
     parser.add_argument("--block-size", type=int, default=1024)
+    parser.add_argument("--eval-blocks", type=int, default=16, help="blocks of gutenberg_val.txt evaluated at start and end")
     parser.add_argument("--peak-tflops", type=float, default=None, help="GPU peak for MFU (default: looked up by name)")
     parser.add_argument("--shards-dir", default=None, help="prepared shards to reuse (default: in the token cache)")
     parser.add_argument("--output-dir", default=None, help="run folder (default: a temporary one)")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_recipe("stentor2-30m", [
         'data.train_sources=[{path: "{shared}/corpora/gutenberg_train.txt"}]',
         'data.eval_sources=[{path: "{shared}/corpora/gutenberg_val.txt"}]',
-        "data.max_eval_samples=16", f"data.block_size={args.block_size}",
+        f"data.max_eval_samples={args.eval_blocks}", f"data.block_size={args.block_size}",
         f"data.source_token_budget={tokens_needed + args.batch_size * args.block_size}",
         *([f"data.shards_dir={args.shards_dir}"] if args.shards_dir else []),
         f"training.batch_size={args.batch_size}", f"training.max_steps={args.steps}", "training.token_budget=null",

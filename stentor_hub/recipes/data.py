@@ -249,11 +249,22 @@ def build_eval_blocks(source, tokenizer, block_size: int, max_samples: int | Non
     """Evaluation blocks of a source: a ``torch.LongTensor`` of shape ``[n_blocks, block_size]``.
 
     Documents are cleaned, tokenized, followed by EOS, concatenated and cut into full blocks;
-    ``max_samples`` caps the number of blocks (and stops reading once there are enough).
+    ``max_samples`` caps the number of blocks (and stops reading once there are enough). A
+    prepared-shards folder (``stentor-hub data prepare``) gives the blocks of its eval split.
     Raises ``ValueError`` when the source gives not even one full block."""
     if block_size < 2:
         raise ValueError(f"block_size must be at least 2 (one input and one predicted token), got {block_size}")
     max_tokens = None if max_samples is None else max_samples * block_size
+    shards = prepared_folder(source)
+    if shards is not None:  # a prepared folder: its eval split, the tokens the Trainer evaluated on
+        from stentor_hub.recipes.prepare import PreparedShards
+
+        eval_split = PreparedShards(shards).eval
+        tokens = eval_split[0:len(eval_split) if max_tokens is None else min(max_tokens, len(eval_split))]
+        blocks = to_blocks(tokens.astype("int64"), block_size, max_samples)
+        if blocks.shape[0] == 0:
+            raise ValueError(f"the prepared eval split in {shards} has {len(tokens)} tokens, fewer than one block of {block_size}")
+        return blocks
     tokens = pack_tokens(iter_token_documents(source, tokenizer), max_tokens)
     blocks = to_blocks(tokens, block_size, max_samples)
     if blocks.shape[0] == 0:
@@ -262,6 +273,15 @@ def build_eval_blocks(source, tokenizer, block_size: int, max_samples: int | Non
             f"{block_size}; use more text (raise max_chars) or a smaller block size"
         )
     return blocks
+
+
+def prepared_folder(source) -> Path | None:
+    """The folder, when ``source`` names a prepared-shards folder (one holding ``index.json``)."""
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(expand_path(str(source)))
+        if (folder / "index.json").is_file():
+            return folder
+    return None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
