@@ -202,6 +202,23 @@ class HubServer:
     def sign(self, oid: str) -> str:
         return hmac.new(self.signing_key, oid.encode(), hashlib.sha256).hexdigest()
 
+    def add_parquet_dataset(self, repo_id: str, parquet: str | os.PathLike, token: str) -> None:
+        """Create dataset ``repo_id`` with ``parquet`` as its train split, laid out as the Hub lays
+        out parquet data (through the real client; ``token`` must own the namespace)."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=self.url, token=token)
+        api.create_repo(repo_id, repo_type="dataset")
+        api.upload_file(path_or_fileobj=str(parquet), path_in_repo="data/train-00000-of-00001.parquet",
+                        repo_id=repo_id, repo_type="dataset")
+
+    def client_env(self, hf_home: str | os.PathLike) -> dict[str, str]:
+        """Environment for a client process of this server: no HF_* settings of the caller's, the
+        endpoint, no Xet, a private HF_HOME."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env.update(HF_ENDPOINT=self.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(hf_home))
+        return env
+
 
 class _Handler(BaseHTTPRequestHandler):
     hub: HubServer

@@ -167,7 +167,6 @@ def test_hub_dataset_prepares_the_same_shards_as_its_parquet_file(tmp_path, shar
     shards that the same parquet file gives from disk."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from huggingface_hub import HfApi
 
     from hub_server import HubServer
 
@@ -180,13 +179,9 @@ def test_hub_dataset_prepares_the_same_shards_as_its_parquet_file(tmp_path, shar
     assert from_file.returncode == 0, from_file.stderr[-3000:]
     token = "hf_test_epfml_owner"
     with HubServer(tmp_path / "hub", {token: "epfml"}) as hub:
-        api = HfApi(endpoint=hub.url, token=token)
-        api.create_repo("epfml/FineWeb-HQ", repo_type="dataset")
-        api.upload_file(path_or_fileobj=str(local), path_in_repo="data/train-00000-of-00001.parquet",
-                        repo_id="epfml/FineWeb-HQ", repo_type="dataset")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"),
-                   TOKENIZERS_PARALLELISM="false")
+        hub.add_parquet_dataset("epfml/FineWeb-HQ", local, token)
+        env = hub.client_env(tmp_path / "hf_home")
+        env.update(TOKENIZERS_PARALLELISM="false")
         from_hub = subprocess.run([sys.executable, "-m", "stentor_hub", "data", "prepare", *common,
                                    "data.train_sources=[epfml/FineWeb-HQ]", "--out", str(tmp_path / "hub_shards")],
                                   capture_output=True, text=True, env=env, timeout=600)

@@ -64,11 +64,8 @@ def test_ranks_wait_for_data_preparation_longer_than_ddp_timeout(tmp_path, share
     server answering each request after 2.5 s: over 20 s in all) while rank 1 waits for the shards'
     index, in no collective call; with training.ddp_timeout=20 a collective wait that long would
     have killed the run (a barrier around the data step, as before, would time out)."""
-    import os
-
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from huggingface_hub import HfApi
 
     from hub_server import HubServer
 
@@ -78,13 +75,9 @@ def test_ranks_wait_for_data_preparation_longer_than_ddp_timeout(tmp_path, share
     token = "hf_test_epfml_owner"
     run_dir = tmp_path / "ddp"
     with HubServer(tmp_path / "hub", {token: "epfml"}) as hub:
-        api = HfApi(endpoint=hub.url, token=token)
-        api.create_repo("epfml/FineWeb-HQ", repo_type="dataset")
-        api.upload_file(path_or_fileobj=str(local), path_in_repo="data/train-00000-of-00001.parquet",
-                        repo_id="epfml/FineWeb-HQ", repo_type="dataset")
+        hub.add_parquet_dataset("epfml/FineWeb-HQ", local, token)
         hub.delay = 2.5
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"))
+        env = hub.client_env(tmp_path / "hf_home")
         result = run_train(
             run_dir, *SMALL_MODEL, "training.ddp_timeout=20", "data.train_sources=[epfml/FineWeb-HQ]",
             "data.eval_sources=[]", "data.max_eval_samples=4", "data.source_token_budget=null",
