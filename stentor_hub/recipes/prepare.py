@@ -230,35 +230,44 @@ class _SourceTokens:
     """Token documents of one source in order, ``(raw document index, tokens)``, empty documents
     skipped; a window of chunks is tokenized ahead on the pool (or here, with no pool)."""
 
-    def __init__(self, source: Source, skip: int, pool, window: int, stats: dict):
+    def __init__(self, source: Source, skip: int, pool, window: int, stats: dict, ahead: dict):
         self.documents = itertools.islice(iter_documents(source), skip, None)
         self.next_raw = skip
-        self.pool, self.window, self.stats = pool, window, stats
+        self.pool, self.window, self.stats, self.ahead = pool, window, stats, ahead
         self.pending: deque = deque()
+        self.pending_chars = 0
         self.ready: deque = deque()
         self.read_all = False
 
     def _submit(self) -> None:
+        # near the end of a budget, read (and tokenize) little more than is needed; how far
+        # ahead the reading goes never changes the output, only the wasted work
+        limit = self.ahead.get("chars")
+        chunk = CHUNK_CHARS if limit is None else max(1 << 14, min(CHUNK_CHARS, limit // self.window))
         docs, chars = [], 0
         for doc in self.documents:
             docs.append(doc)
             chars += len(doc)
-            if chars >= CHUNK_CHARS:
+            if chars >= chunk:
                 break
         if not docs:
             self.read_all = True
             return
         work = self.pool.apply_async(_tokenize_chunk, (docs,)) if self.pool else _tokenize_chunk(docs)
-        self.pending.append((self.next_raw, work))
+        self.pending.append((self.next_raw, work, chars))
+        self.pending_chars += chars
         self.next_raw += len(docs)
 
     def next(self) -> tuple[int, np.ndarray] | None:
         while not self.ready:
-            while not self.read_all and len(self.pending) < self.window:
+            limit = self.ahead.get("chars")
+            while not self.read_all and len(self.pending) < self.window and (
+                    not self.pending or limit is None or self.pending_chars < limit):
                 self._submit()
             if not self.pending:
                 return None
-            first, work = self.pending.popleft()
+            first, work, chars = self.pending.popleft()
+            self.pending_chars -= chars
             flat, lengths, n_bytes = work.get() if self.pool else work
             self.stats["bytes"] += n_bytes
             offset = 0
@@ -277,7 +286,13 @@ class _Interleaved:
         state = copy.deepcopy(state) if state else {"active": list(range(len(sources))), "turn": 0,
                                                     "consumed": [0] * len(sources)}
         self.active, self.turn, self.consumed = state["active"], state["turn"], state["consumed"]
-        self.streams = {i: _SourceTokens(sources[i], self.consumed[i], pool, window, stats) for i in self.active}
+        self.ahead: dict = {"chars": None}  # how much text is worth reading ahead (None: no limit)
+        self.streams = {i: _SourceTokens(sources[i], self.consumed[i], pool, window, stats, self.ahead)
+                        for i in self.active}
+
+    def need(self, tokens: int | None) -> None:
+        """Tokens still wanted (None: all); reading ahead stops at a generous estimate of them."""
+        self.ahead["chars"] = None if tokens is None else max(1, tokens) * 8 // max(1, len(self.active))
 
     def state(self) -> dict:
         return {"active": list(self.active), "turn": self.turn, "consumed": list(self.consumed)}
@@ -363,6 +378,7 @@ def _fill(stream: _Interleaved, writer: _ShardWriter, cap: int | None, bar, stat
     ``skip_first`` drops the start of the first document (already written before a resume)."""
     while cap is None or writer.tokens < cap:
         before = stream.state() if on_shard else None
+        stream.need(None if cap is None else cap - writer.tokens)
         tokens = stream.next()
         if tokens is None:
             break
