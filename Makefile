@@ -24,7 +24,7 @@ ENGINE_TESTS = tests/test_tokenmonster.py tests/test_tokenizer.py tests/test_tok
 # the tests that meet the dependencies' public surface: tokenizer and streaming, publish, quickstart
 LATEST_TESTS = tests/test_tokenizer.py tests/test_tokenmonster.py tests/test_publish.py tests/test_quickstart.py
 
-.PHONY: install quickstart test test-latest lock bench-tokenizer bench-eval bench-train clean
+.PHONY: install quickstart test test-latest lock bench-tokenizer bench-eval bench-train bench-train-gpu bench-data clean
 
 $(VENV)/.ready: $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,13 @@ bench-eval: install
 
 bench-train: install
 	$(VENV)/bin/python benchmarks/train/bench_train.py
+
+# the 30M recipe on a GPU: prepared shards, 300 fp16 steps with the T4 recipe (add ARGS="--steps 3" on a CPU)
+bench-train-gpu: install
+	$(VENV)/bin/python benchmarks/train/gpu_run.py $(ARGS)
+
+bench-data: install
+	$(VENV)/bin/python benchmarks/data/bench_data.py
 
 clean:
 	rm -rf $(VENV) $(VENV_TF4) $(VENV_LATEST) build dist .pytest_cache

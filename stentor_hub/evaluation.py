@@ -465,7 +465,8 @@ def evaluate_perplexity(
 
     Args:
         data: a text file, a glob, a Hub dataset id, or a data source mapping as in the recipe
-            YAML (``{"path": ..., "max_chars": ...}``); see ``build_eval_blocks``.
+            YAML (``{"path": ..., "max_chars": ...}``), or a prepared-shards folder (its eval
+            split: the training run's own eval tokens); see ``build_eval_blocks``.
         block_size: tokens per block; use the training run's ``block_size`` for agreement.
         max_samples: use only the first ``max_samples`` blocks (the recipe's ``max_eval_samples``).
         batch_size: blocks per forward pass.

@@ -68,7 +68,7 @@ def train_cache_dir(tmp_path_factory) -> Path:
 
 
 def run_train(run_dir: Path, *overrides: str, config: str = "tiny-cpu", cache_dir: Path | None = None,
-              resume: bool = False, launcher: list[str] | None = None, timeout: float = 600):
+              resume: bool = False, launcher: list[str] | None = None, timeout: float = 600, env: dict | None = None):
     """Run ``python -m stentor_hub.recipes.train`` in a subprocess (as a user would); returns
     the CompletedProcess."""
     import os
@@ -82,7 +82,8 @@ def run_train(run_dir: Path, *overrides: str, config: str = "tiny-cpu", cache_di
     if cache_dir is not None:
         cmd.append(f"data.cache_dir={cache_dir}")
     cmd += list(overrides)
-    env = {**os.environ, "STENTOR_SHARED": str(shared_dir(required=True)), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**(os.environ if env is None else env), "STENTOR_SHARED": str(shared_dir(required=True)),
+           "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 

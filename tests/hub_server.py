@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -165,7 +166,9 @@ def is_lfs_path(path: str, size: int, gitattributes: str) -> bool:
 class HubServer:
     """The server. ``tokens`` maps a token to its user name. ``requests`` logs ``(method, path)``."""
 
-    def __init__(self, storage: str | os.PathLike, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, storage: str | os.PathLike, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 0,
+                 delay: float = 0.0):
+        self.delay = delay  # seconds before each answer: a slow network, for tests of long downloads
         self.storage = HubStorage(storage)
         self.tokens = dict(tokens)
         self.requests: list[tuple[str, str]] = []
@@ -198,6 +201,23 @@ class HubServer:
 
     def sign(self, oid: str) -> str:
         return hmac.new(self.signing_key, oid.encode(), hashlib.sha256).hexdigest()
+
+    def add_parquet_dataset(self, repo_id: str, parquet: str | os.PathLike, token: str) -> None:
+        """Create dataset ``repo_id`` with ``parquet`` as its train split, laid out as the Hub lays
+        out parquet data (through the real client; ``token`` must own the namespace)."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=self.url, token=token)
+        api.create_repo(repo_id, repo_type="dataset")
+        api.upload_file(path_or_fileobj=str(parquet), path_in_repo="data/train-00000-of-00001.parquet",
+                        repo_id=repo_id, repo_type="dataset")
+
+    def client_env(self, hf_home: str | os.PathLike) -> dict[str, str]:
+        """Environment for a client process of this server: no HF_* settings of the caller's, the
+        endpoint, no Xet, a private HF_HOME."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env.update(HF_ENDPOINT=self.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(hf_home))
+        return env
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -258,6 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self.hub.requests.append((self.command, self.path))
+        if self.hub.delay:
+            time.sleep(self.hub.delay)
         self._raw_body = None
         try:
             self._route()

@@ -293,6 +293,30 @@ def test_perplexity_reproduces_the_training_runs_eval_loss(tiny_run, tmp_path):
     assert result["eval_loss"] == pytest.approx(manifest["best"]["eval_loss"], rel=tolerance)
 
 
+def test_perplexity_on_the_runs_prepared_shards_is_the_trainers_eval_loss(tiny_run, tmp_path):
+    """The run's prepared folder (run_manifest.json: data.cache_file is its index) as --data: the
+    eval split the Trainer evaluated on, the same blocks as the eval source tokenized afresh."""
+    from pathlib import Path
+
+    from stentor_hub.recipes.data import build_eval_blocks
+    from stentor_hub.tokenizer import load_tokenizer
+
+    manifest = json.loads((tiny_run / "run_manifest.json").read_text())
+    shards = Path(manifest["data"]["cache_file"]).parent
+    recipe_data = manifest["recipe"]["data"]
+    tokenizer = load_tokenizer(tiny_run / "tokenizer")
+    from_shards = build_eval_blocks(str(shards), tokenizer, 128, max_samples=recipe_data["max_eval_samples"])
+    afresh = build_eval_blocks(recipe_data["eval_sources"][0], tokenizer, 128, max_samples=recipe_data["max_eval_samples"])
+    assert from_shards.shape == (manifest["data"]["eval_blocks"], 128) and torch.equal(from_shards, afresh)
+    out = tmp_path / "ppl.json"
+    assert main(["eval", "perplexity", str(tiny_run / "best"), "--data", str(shards), "--out", str(out),
+                 "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["blocks"] == manifest["data"]["eval_blocks"]
+    tolerance = 1e-5 if manifest["hardware"]["mixed_precision"] == "no" else 1e-3
+    assert result["eval_loss"] == pytest.approx(manifest["best"]["eval_loss"], rel=tolerance)
+
+
 def test_cli_blimp_on_a_training_run_checkpoint(tiny_run, blimp_dir, tmp_path):
     out = tmp_path / "blimp_results.json"
     assert main(["eval", "blimp", str(tiny_run / "final"), "--data", str(blimp_dir), "--out", str(out),

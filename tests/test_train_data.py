@@ -127,13 +127,11 @@ def test_hub_dataset_is_streamed_through_the_hub_protocol(tmp_path, shared):
     """A Hub dataset id (here served by the local Hub server, as the Hub lays out parquet data)
     is streamed through datasets and gives the documents the same parquet file gives locally."""
     import json
-    import os
     import subprocess
     import sys
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from huggingface_hub import HfApi
 
     from hub_server import HubServer
 
@@ -142,12 +140,8 @@ def test_hub_dataset_is_streamed_through_the_hub_protocol(tmp_path, shared):
     pq.write_table(pa.Table.from_pylist([{"text": d, "id": i} for i, d in enumerate(docs)]), local)
     token = "hf_test_epfml_owner"
     with HubServer(tmp_path / "hub", {token: "epfml"}) as hub:
-        api = HfApi(endpoint=hub.url, token=token)
-        api.create_repo("epfml/FineWeb-HQ", repo_type="dataset")
-        api.upload_file(path_or_fileobj=str(local), path_in_repo="data/train-00000-of-00001.parquet",
-                        repo_id="epfml/FineWeb-HQ", repo_type="dataset")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"))
+        hub.add_parquet_dataset("epfml/FineWeb-HQ", local, token)
+        env = hub.client_env(tmp_path / "hf_home")
         code = ("import json, sys; from stentor_hub.recipes.data import iter_documents; "
                 "print(json.dumps([list(iter_documents(sys.argv[1])), list(iter_documents(sys.argv[2]))]))")
         result = subprocess.run([sys.executable, "-c", code, "epfml/FineWeb-HQ", str(local)],

@@ -57,3 +57,37 @@ def test_two_gloo_processes_split_the_batch_and_count_all_tokens(tmp_path, train
     assert [int(r["step"]) for r in rows if r["train_loss"]] == [3, 6, 9, 10]  # one writer, no duplicates
     assert [int(r["step"]) for r in rows if r["eval_loss"]] == [0, 6, 10]
     assert (run_dir / "final" / "model.safetensors").is_file() and (run_dir / "best" / "model.safetensors").is_file()
+
+
+def test_ranks_wait_for_data_preparation_longer_than_ddp_timeout(tmp_path, shared):
+    """Rank 0 prepares the token shards from a Hub dataset over a slow network (the local Hub
+    server answering each request after 2.5 s: over 20 s in all) while rank 1 waits for the shards'
+    index, in no collective call; with training.ddp_timeout=20 a collective wait that long would
+    have killed the run (a barrier around the data step, as before, would time out)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hub_server import HubServer
+
+    docs = [line for line in (shared / "corpora" / "sample.txt").read_text(encoding="utf-8").split("\n") if line.strip()]
+    local = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": d} for d in docs]), local)
+    token = "hf_test_epfml_owner"
+    run_dir = tmp_path / "ddp"
+    with HubServer(tmp_path / "hub", {token: "epfml"}) as hub:
+        hub.add_parquet_dataset("epfml/FineWeb-HQ", local, token)
+        hub.delay = 2.5
+        env = hub.client_env(tmp_path / "hf_home")
+        result = run_train(
+            run_dir, *SMALL_MODEL, "training.ddp_timeout=20", "data.train_sources=[epfml/FineWeb-HQ]",
+            "data.eval_sources=[]", "data.max_eval_samples=4", "data.source_token_budget=null",
+            "training.max_steps=4", "training.batch_size=8", "training.eval_steps=2", "training.save_steps=2",
+            "training.logging_steps=2", "training.best_eval_start_step=2",
+            cache_dir=tmp_path / "cache", launcher=_launcher("torchrun"), env=env,
+        )
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["recipe"]["training"]["ddp_timeout"] == 20 and manifest["hardware"]["num_processes"] == 2
+    assert manifest["data"]["prepare_seconds"] > 20  # preparation outlasted the collective timeout
+    assert manifest["training"]["steps"] == 4 and manifest["data"]["eval_blocks"] == 4
+    assert any("/datasets/epfml/FineWeb-HQ/" in path for _, path in hub.requests)

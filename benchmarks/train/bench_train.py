@@ -83,7 +83,8 @@ def run_plain(config: dict, tokenizer, tokens, steps: int, warmup: int, precisio
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
     times = []
     for step in range(steps):
-        ids = dataset.blocks[order[(step * batch_size) % (len(order) - batch_size):][:batch_size]].to(device)
+        picked = order[(step * batch_size) % (len(order) - batch_size):][:batch_size]
+        ids = torch.stack([dataset[int(i)]["input_ids"] for i in picked]).to(device)
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(input_ids=ids, labels=ids).loss
         scaler.scale(loss).backward()

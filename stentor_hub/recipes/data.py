@@ -245,11 +245,22 @@ def build_eval_blocks(source, tokenizer, block_size: int, max_samples: int | Non
     """Evaluation blocks of a source: a ``torch.LongTensor`` of shape ``[n_blocks, block_size]``.
 
     Documents are cleaned, tokenized, followed by EOS, concatenated and cut into full blocks;
-    ``max_samples`` caps the number of blocks (and stops reading once there are enough).
+    ``max_samples`` caps the number of blocks (and stops reading once there are enough). A
+    prepared-shards folder (``stentor-hub data prepare``) gives the blocks of its eval split.
     Raises ``ValueError`` when the source gives not even one full block."""
     if block_size < 2:
         raise DataError(f"block_size must be at least 2 (one input and one predicted token), got {block_size}")
     max_tokens = None if max_samples is None else max_samples * block_size
+    shards = prepared_folder(source)
+    if shards is not None:  # a prepared folder: its eval split, the tokens the Trainer evaluated on
+        from stentor_hub.recipes.prepare import PreparedShards
+
+        eval_split = PreparedShards(shards).eval
+        tokens = eval_split[0:len(eval_split) if max_tokens is None else min(max_tokens, len(eval_split))]
+        blocks = to_blocks(tokens.astype("int64"), block_size, max_samples)
+        if blocks.shape[0] == 0:
+            raise DataError(f"the prepared eval split in {shards} has {len(tokens)} tokens, fewer than one block of {block_size}")
+        return blocks
     tokens = pack_tokens(iter_token_documents(source, tokenizer), max_tokens)
     blocks = to_blocks(tokens, block_size, max_samples)
     if blocks.shape[0] == 0:
@@ -258,6 +269,15 @@ def build_eval_blocks(source, tokenizer, block_size: int, max_samples: int | Non
             f"{block_size}; use more text (raise max_chars) or a smaller block size"
         )
     return blocks
+
+
+def prepared_folder(source) -> Path | None:
+    """The folder, when ``source`` names a prepared-shards folder (one holding ``index.json``)."""
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(expand_path(str(source)))
+        if (folder / "index.json").is_file():
+            return folder
+    return None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -303,26 +323,21 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class TokenData:
-    """Training and evaluation tokens of a recipe, as flat uint16 arrays."""
+    """Training and evaluation tokens of a recipe: flat uint16 token sequences (memory-mapped
+    prepared shards, see :mod:`stentor_hub.recipes.prepare`, or arrays from the reference)."""
 
-    train: "object"  # numpy.ndarray[uint16]
+    train: "object"  # TokenArray or numpy.ndarray[uint16]
     eval: "object"
     eval_held_out: bool  # True when the eval tokens were held out from the train stream
-    cache_file: Path | None = None
+    cache_file: Path | None = None  # the shards' index.json
     from_cache: bool = False
 
 
-def load_token_data(
-    train_sources: list,
-    eval_sources: list,
-    tokenizer,
-    block_size: int,
-    source_token_budget: int | None,
-    max_eval_samples: int | None,
-    cache_dir: str | os.PathLike | None = None,
-) -> TokenData:
-    """Tokenize the train and eval sources by the same rules as :func:`build_eval_blocks`, or load
-    them from the cache.
+def reference_token_data(train_sources: list, eval_sources: list, tokenizer, block_size: int,
+                         source_token_budget: int | None, max_eval_samples: int | None) -> TokenData:
+    """The data rules in plain, single-process, in-memory form: the yardstick the prepared shards
+    (:func:`load_token_data`) are tested against; it holds every token in memory, so it is for
+    small data only.
 
     Train tokens: documents of all train sources interleaved, capped at exactly
     ``source_token_budget`` tokens. Eval tokens: the eval sources, capped at ``max_eval_samples``
@@ -333,26 +348,7 @@ def load_token_data(
 
     train_sources = [Source.parse(s) for s in train_sources]
     eval_sources = [Source.parse(s) for s in eval_sources or []]
-    if not train_sources:
-        raise DataError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
-    for source in train_sources + eval_sources:
-        if _looks_local(source.path) and not local_files(source.path):
-            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
     max_eval_tokens = None if max_eval_samples is None else max_eval_samples * block_size
-    key = {
-        "version": DATA_FORMAT_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer),
-        "train": [_source_identity(s) for s in train_sources], "eval": [_source_identity(s) for s in eval_sources],
-        "block_size": block_size, "source_token_budget": source_token_budget, "max_eval_tokens": max_eval_tokens,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    cache_file = cache_dir / f"{digest}.npz"
-    if cache_file.is_file():
-        with np.load(cache_file) as saved:
-            return TokenData(saved["train"], saved["eval"], bool(saved["eval_held_out"]), cache_file, True)
-
-    if len(tokenizer) > np.iinfo(np.uint16).max:
-        raise DataError(f"the tokenizer has {len(tokenizer)} ids; the token cache stores uint16 ids (at most 65535)")
 
     def documents(sources):
         return interleave(iter_token_documents(s, tokenizer) for s in sources)
@@ -371,25 +367,61 @@ def load_token_data(
                 break
         eval_tokens = eval_tokens[:max_eval_tokens]
     train_tokens = pack_tokens(train_docs, source_token_budget)
-    data = TokenData(np.asarray(train_tokens, dtype=np.uint16), np.asarray(eval_tokens, dtype=np.uint16),
-                     not eval_sources, cache_file, False)
-    with replace_atomically(cache_file) as tmp:
-        np.savez(tmp, train=data.train, eval=data.eval, eval_held_out=np.asarray(data.eval_held_out))
-    return data
+    return TokenData(np.asarray(train_tokens, dtype=np.uint16), np.asarray(eval_tokens, dtype=np.uint16),
+                     not eval_sources)
+
+
+def load_token_data(
+    train_sources: list,
+    eval_sources: list,
+    tokenizer,
+    block_size: int,
+    source_token_budget: int | None,
+    max_eval_samples: int | None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> TokenData:
+    """The train and eval tokens of a recipe's data (rules: :func:`reference_token_data`), as
+    prepared shards in the token cache (``cache_dir``/<hash of the data settings>): prepared on
+    first use with ``workers`` processes (default all cores), memory-mapped after that."""
+    from stentor_hub.recipes.prepare import data_key, key_digest, prepare_shards
+
+    train_sources = [Source.parse(s) for s in train_sources]
+    eval_sources = [Source.parse(s) for s in eval_sources or []]
+    if not train_sources:
+        raise DataError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
+    for source in train_sources + eval_sources:
+        if _looks_local(source.path) and not local_files(source.path):
+            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
+    if len(tokenizer) > 65535:
+        raise DataError(f"the tokenizer has {len(tokenizer)} ids; prepared shards store uint16 ids (at most 65535)")
+    key = data_key(train_sources, eval_sources, tokenizer, block_size, source_token_budget, max_eval_samples)
+    cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    folder = cache_dir / key_digest(key)
+    shards = prepare_shards(train_sources, eval_sources, tokenizer, block_size, source_token_budget, max_eval_samples,
+                            folder, workers=workers)
+    return TokenData(shards.train, shards.eval, shards.eval_held_out, shards.index_file, not shards.prepared_now)
 
 
 class BlockDataset:
-    """Fixed-length blocks of a flat token array; each item is ``{"input_ids", "labels"}`` with
-    labels equal to the inputs (the model shifts them)."""
+    """Fixed-length blocks of a flat token sequence (a memory-mapped :class:`TokenArray` or an
+    array), read from it one block at a time; each item is ``{"input_ids", "labels"}`` with labels
+    equal to the inputs (the model shifts them)."""
 
     def __init__(self, tokens, block_size: int, max_blocks: int | None = None):
-        import torch
-
-        self.blocks = to_blocks(torch.from_numpy(tokens.astype("int64")), block_size, max_blocks)
+        self.tokens, self.block_size = tokens, block_size
+        n_blocks = len(tokens) // block_size
+        self.n_blocks = n_blocks if max_blocks is None else min(n_blocks, max_blocks)
 
     def __len__(self) -> int:
-        return self.blocks.shape[0]
+        return self.n_blocks
 
     def __getitem__(self, index: int) -> dict:
-        ids = self.blocks[index]
+        import numpy as np
+        import torch
+
+        if not 0 <= index < self.n_blocks:
+            raise IndexError(f"block {index} out of range for {self.n_blocks} blocks")
+        start = index * self.block_size
+        ids = torch.from_numpy(np.asarray(self.tokens[start:start + self.block_size]).astype(np.int64))
         return {"input_ids": ids, "labels": ids}

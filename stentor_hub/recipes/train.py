@@ -276,6 +276,7 @@ class RunSetup:
     eval_sources: list
     per_device_batch: int
     resume_from: Path | None
+    tokens: Any = None  # stentor_hub.recipes.prepare.PreparedShards, prepared before the process group
     args: Any = None  # transformers.TrainingArguments
     started_at: str = field(default_factory=_now)
     started: float = field(default_factory=time.perf_counter)
@@ -345,8 +346,31 @@ def setup_arguments(config: dict[str, Any], output_dir: str | os.PathLike, resum
         per_device_batch=train_cfg["batch_size"] // (processes * train_cfg["gradient_accumulation_steps"]),
         resume_from=resume_from,
     )
+    setup.tokens = prepare_data(setup)
     setup.args = training_arguments(setup)
     return setup
+
+
+def prepare_data(setup: RunSetup):
+    """The token shards, before ``TrainingArguments`` forms the process group: one process
+    prepares them (every core) while the others wait for its index file, in no collective call
+    that could time out. On CPU with several processes the gloo group is then formed here with
+    ``training.ddp_timeout`` (transformers hands the timeout to the process group on GPUs only)."""
+    import torch
+
+    from stentor_hub.recipes.prepare import prepare_recipe_data, wait_for_shards
+
+    if os.environ.get("RANK", "0") == "0":
+        tokens = prepare_recipe_data(setup.config, setup.tokenizer, progress=True)
+    else:
+        tokens = wait_for_shards(setup.config, setup.tokenizer)
+    if setup.device_type == "cpu" and setup.processes > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo", timeout=_dt.timedelta(seconds=ddp_timeout(setup.config)))
+    return tokens
+
+
+def ddp_timeout(config: dict) -> int:
+    return int(config["training"].get("ddp_timeout", 1800))
 
 
 def _checkpoint_from_hub(hub: dict, checkpoints_dir: Path) -> Path | None:
@@ -395,6 +419,7 @@ def training_arguments(setup: RunSetup):
         include_num_input_tokens_seen="all",
         dataloader_num_workers=train_cfg["dataloader_num_workers"],
         ddp_backend="gloo" if setup.device_type == "cpu" and setup.processes > 1 else None,
+        ddp_timeout=ddp_timeout(setup.config),
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
         report_to=[],
@@ -402,17 +427,13 @@ def training_arguments(setup: RunSetup):
 
 
 def setup_data(setup: RunSetup) -> RunData:
-    """Tokens (tokenized once, by the main process first; the others then read the cache), cut
-    into full batches of blocks; the step budget follows from their number."""
-    from stentor_hub.recipes.data import BlockDataset, load_token_data
+    """The prepared tokens (memory-mapped shards, see :func:`prepare_data`), cut into full
+    batches of blocks; the step budget follows from their number."""
+    from stentor_hub.recipes.data import BlockDataset
 
     data_cfg, train_cfg = setup.config["data"], setup.config["training"]
     block, global_batch = data_cfg["block_size"], train_cfg["batch_size"]
-    with setup.args.main_process_first(desc="tokenize", local=False):
-        tokens = load_token_data(
-            setup.train_sources, setup.eval_sources, setup.tokenizer, block, data_cfg.get("source_token_budget"),
-            data_cfg.get("max_eval_samples"), data_cfg.get("cache_dir"),
-        )
+    tokens = setup.tokens
     train_blocks = (len(tokens.train) // block) // global_batch * global_batch  # every step a full batch
     if train_blocks == 0:
         raise RecipeError(
@@ -532,7 +553,8 @@ def _data_record(setup: RunSetup, data: RunData) -> dict:
         "block_size": block,
         "train_blocks": data.train_blocks,
         "eval_blocks": len(data.eval_dataset),
-        "cache_file": str(tokens.cache_file) if tokens.cache_file else None,
+        "cache_file": str(tokens.index_file),
+        "prepare_seconds": round(tokens.seconds, 2),  # 0 when the shards were prepared before
     }
 
 
@@ -605,7 +627,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         export_tokenizer(setup.vocab_path, run.tokenizer)
         logger.info("model: %s parameters; data: %d train blocks, %d eval blocks of %d tokens%s", f"{parts.parameters:,}",
                     data.train_blocks, len(data.eval_dataset), config["data"]["block_size"],
-                    " (from cache)" if data.tokens.from_cache else "")
+                    "" if data.tokens.prepared_now else " (prepared before)")
     trainer, stop_rules, best, hub_push = setup_trainer(setup, data, parts, callbacks)
 
     tokens_before = 0
