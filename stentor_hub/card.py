@@ -323,6 +323,8 @@ class ModelCardFacts:
     blimp: BlimpSummary | None = None
     blimp_raw: dict | None = None
     repo_id: str | None = None
+    space_id: str | None = None  # the demo Space the card links to (``publish --space``)
+    space_url: str | None = None
     parameters: list[ParameterGroup] = field(default_factory=list)
     result_rows: list[ResultRow] = field(default_factory=list)
 

@@ -16,6 +16,7 @@ _COMMAND_MODULES = [
     "stentor_hub.evaluation",
     "stentor_hub.publish",
     "stentor_hub.quickstart",
+    "stentor_hub.space",
 ]
 
 

@@ -37,10 +37,12 @@ class PublishError(ValueError):
 
 def stage_repository(run_dir: str | os.PathLike, staging_dir: str | os.PathLike, *, repo_id: str | None = None,
                      blimp: str | os.PathLike | None = None, card_config: str | os.PathLike | None = None,
-                     template_dir: str | os.PathLike | None = None, checkpoint: str = "best") -> Path:
+                     template_dir: str | os.PathLike | None = None, checkpoint: str = "best",
+                     space_id: str | None = None) -> Path:
     """Write the repository as it will be pushed into ``staging_dir``: the ``checkpoint`` weights
     with their configs, the tokenizer folder (with its remote code), ``README.md``,
     ``training_curves.csv`` and ``.svg``, ``run_manifest.json`` and ``blimp_results.json`` if given.
+    With ``space_id`` the card links to that demo Space (see :mod:`stentor_hub.space`).
 
     The folder is built beside ``staging_dir`` and moved into place, so a failure leaves nothing
     half-written. An existing ``staging_dir`` is replaced only if it is empty or a previous staging
@@ -48,6 +50,10 @@ def stage_repository(run_dir: str | os.PathLike, staging_dir: str | os.PathLike,
     run_dir, staging_dir = Path(run_dir), Path(staging_dir)
     facts = ModelCardFacts.from_run(run_dir, blimp=blimp, card_config=card_config, repo_id=repo_id,
                                     checkpoint=checkpoint, template_dir=template_dir)
+    if space_id is not None:
+        from stentor_hub.space import space_url
+
+        facts.space_id, facts.space_url = space_id, space_url(space_id)
     if staging_dir.exists() and any(staging_dir.iterdir()) and not (
         (staging_dir / "README.md").is_file() and (staging_dir / "config.json").is_file()
     ):
@@ -195,9 +201,11 @@ class PushResult:
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
-                revision: str | None = None, commit_message: str | None = None) -> PushResult:
+                revision: str | None = None, commit_message: str | None = None, repo_type: str = "model",
+                space_sdk: str | None = None) -> PushResult:
     """Create ``repo_id`` if needed and commit every file of ``folder`` in one commit. Files whose
     content is already on the Hub are skipped by the client; unchanged content makes no commit.
+    ``repo_type`` is ``"model"`` or ``"space"`` (then ``space_sdk`` names its SDK, e.g. ``"gradio"``).
     Raises :class:`PublishError` (token redacted) on network or auth failures."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -208,13 +216,13 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
     branch = revision or "main"
     message = commit_message or f"Upload {folder.name} with stentor-hub"
     try:
-        api.create_repo(repo_id, private=True if private else None, exist_ok=True)
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk)
         if branch != "main":
-            api.create_branch(repo_id, branch=branch, exist_ok=True)
-        before = api.repo_info(repo_id, revision=branch).sha
+            api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type=repo_type)
+        before = api.repo_info(repo_id, revision=branch, repo_type=repo_type).sha
         operations = [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
                       for path in sorted(folder.rglob("*")) if path.is_file()]
-        info = api.create_commit(repo_id, operations, commit_message=message, revision=branch)
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=branch, repo_type=repo_type)
     except Exception as e:  # every failure becomes one message without the token
         raise PublishError(_explain_push_error(e, api.endpoint, repo_id, secret)) from None
     return PushResult(commit_url=info.commit_url, commit_oid=info.oid, created_commit=info.oid != before)
@@ -285,12 +293,17 @@ def _cmd_card(args) -> int:
 def _cmd_publish(args) -> int:
     if args.repo_id.count("/") != 1 or not all(args.repo_id.split("/")):
         raise PublishError(f"--repo-id must be OWNER/NAME, got {args.repo_id!r}")
+    if args.space is not None:  # --space: checked before anything is staged
+        from stentor_hub.space import check_repo_id
+
+        check_repo_id(args.space, "--space")
     keep = args.staging is not None
     staging_root = None if keep else Path(tempfile.mkdtemp(prefix="stentor-publish-"))
+    space_root = None if args.space is None else Path(tempfile.mkdtemp(prefix="stentor-space-"))
     staging = Path(args.staging) if keep else staging_root / args.repo_id.split("/")[1]
     try:
         stage_repository(args.run_dir, staging, repo_id=args.repo_id, blimp=args.blimp, card_config=args.card_config,
-                         template_dir=args.template, checkpoint=args.checkpoint)
+                         template_dir=args.template, checkpoint=args.checkpoint, space_id=args.space)
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         print(f"staged {len(files)} files in {staging}{'' if keep else ' (temporary)'}:")
         for path in files:
@@ -298,19 +311,34 @@ def _cmd_publish(args) -> int:
         report = check_staged(staging)
         print(f"checks passed: {report.tensors} tensors, {report.parameters:,} parameters, card metadata with "
               f"{report.card_results} results, fresh-process load generated {report.generated_text!r}")
+        if args.space is not None:  # the demo Space of the model: staged and checked now, pushed after the model
+            from stentor_hub.space import check_space, print_staged_space, push_space, stage_space
+
+            space_folder = stage_space([args.repo_id], space_root / args.space.split("/")[1])
+            print_staged_space(space_folder, check_space(space_folder, for_push=True))
         if args.dry_run:
-            print(f"dry run: nothing was sent to the Hub (would push to {args.repo_id})")
+            also = "" if args.space is None else f" and the Space {args.space}"
+            print(f"dry run: nothing was sent to the Hub (would push to {args.repo_id}{also})")
             return 0
         facts_step = json.loads((staging / "run_manifest.json").read_text())[args.checkpoint]["step"]
         message = args.commit_message or f"Publish {args.repo_id.split('/')[1]}: {args.checkpoint} checkpoint (step {facts_step})"
         result = push_folder(staging, args.repo_id, private=args.private, revision=args.revision, commit_message=message)
+        if result.created_commit:
+            print(f"pushed {args.repo_id}: {result.commit_url}")
+        else:
+            print(f"{args.repo_id} already has this content; no commit made ({result.commit_url})")
+        if args.space is not None:
+            try:
+                space = push_space(space_folder, args.space, private=args.private)
+            except PublishError as e:
+                raise PublishError(f"{e} The model {args.repo_id} was pushed; push its Space again with "
+                                   f"`stentor-hub space {args.repo_id} --out DIR --push {args.space}`.") from None
+            print(f"pushed the Space {args.space}: {space.commit_url}" if space.created_commit
+                  else f"the Space {args.space} already has this content; no commit made ({space.commit_url})")
     finally:
-        if staging_root is not None:
-            shutil.rmtree(staging_root, ignore_errors=True)
-    if result.created_commit:
-        print(f"pushed {args.repo_id}: {result.commit_url}")
-    else:
-        print(f"{args.repo_id} already has this content; no commit made ({result.commit_url})")
+        for root in (staging_root, space_root):
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
@@ -338,4 +366,6 @@ def register_cli(subparsers) -> None:
     publish.add_argument("--private", action="store_true", help="create the repository as private")
     publish.add_argument("--revision", metavar="BRANCH", help="branch to commit to (created if needed; default main)")
     publish.add_argument("--commit-message", metavar="MSG", help="commit title")
+    publish.add_argument("--space", metavar="OWNER/NAME",
+                         help="also push a demo Space of the model (stentor-hub space) and link it from the card")
     publish.set_defaults(func=_cmd_publish)
