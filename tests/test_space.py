@@ -250,6 +250,7 @@ def test_publish_with_space_pushes_both_and_links_the_card(hub_env, random_run, 
 def load_app(space_dir: Path):
     spec = importlib.util.spec_from_file_location("staged_space_app", space_dir / "app.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -278,7 +279,7 @@ def test_app_streams_the_text_model_generate_samples(trained_model, tmp_path):
         assert row["p"] <= chances[0] + 1e-6
     for bad, message in ((dict(text=" "), "The prompt is empty"), (dict(temperature=0), "Temperature must be above 0"),
                          (dict(max_new_tokens=1000), "has a context of 256 tokens")):
-        values = dict(text=PROMPT, temperature=1.0, top_p=0.8, repetition_penalty=1.1, max_new_tokens=20, seed=0, **bad)
+        values = {**dict(text=PROMPT, temperature=1.0, top_p=0.8, repetition_penalty=1.1, max_new_tokens=20, seed=0), **bad}
         with pytest.raises(gr.Error, match=message):
             app.check_request(loaded, values.pop("text"), *values.values())
 

@@ -169,8 +169,12 @@ def token_table(loaded: LoadedModel, prompt: str, settings: Settings) -> tuple[s
 
 
 def _show_token(text: str) -> str:
-    """A token as a visible string: spaces and newlines would vanish in a table cell."""
-    return html.escape(text.replace(" ", "␣").replace("\n", "↵"))
+    """A token as a visible string: spaces and newlines would vanish in a table cell, and other
+    invisible characters are written as their code point."""
+    # "\x7f" is TokenMonster's delete marker, which a token decoded alone may keep (tokenmonster SPEC)
+    shown = "".join("␣" if ch == " " else "\\n" if ch == "\n" else "⌫" if ch == "\x7f" else ch if ch.isprintable()
+                    else f"\\u{ord(ch):04x}" for ch in text)
+    return html.escape(shown)
 
 
 def _percent(p: float) -> str:
@@ -240,7 +244,8 @@ def build_demo(models: dict[str, LoadedModel], title: str) -> gr.Blocks:
         with gr.Tab("Token probabilities", elem_id="tab-probs"):
             gr.Markdown("Each generated token with the probability it was sampled with (after repetition penalty, "
                         "temperature, top-k and top-p: the distribution the sampler drew from), the model's own "
-                        "probability for it, and the most likely alternatives at that step.")
+                        "probability for it, and the most likely alternatives at that step. ␣ is a space, ⌫ the "
+                        "tokenizer's delete marker.")
             probs_button = gr.Button("Generate and explain", variant="primary", elem_id="probs-run")
             probs_text = gr.Textbox(label="Continuation", lines=3, interactive=False, elem_id="probs-text")
             probs_table = gr.HTML(elem_id="probs-table")
