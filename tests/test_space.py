@@ -16,19 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
-from huggingface_hub import HfApi, SpaceCard, constants, hf_hub_download
+from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 
 from stentor_hub.cli import main
 from stentor_hub.publish import PublishError, stage_repository
 from stentor_hub.space import TESTED_VERSIONS, push_space, stage_space
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hub_server import HubServer  # noqa: E402
 from test_packaging import REPO, _locked  # noqa: E402
-from test_publish import make_run_dir  # noqa: E402
+# the local Hub server and the environment pointing at it (fixtures), and a run folder of a random model
+from test_publish import TOKEN, WRONG_TOKEN, hub, hub_env, make_run_dir  # noqa: E402,F401
 
-TOKEN = "hf_SPACEtest_SECRET_7878787878"  # recognizable: it must never show up anywhere
-WRONG_TOKEN = "hf_WRONGspace_SECRET_2323232323"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROMPT = "Once upon a time"
 # what the browser test types; generation must equal model.generate with these settings
@@ -53,17 +51,6 @@ def random_run(tmp_path_factory, tokenizer_dir) -> Path:
 def random_model(random_run, tmp_path_factory) -> Path:
     """An untrained model of the same tokenizer: the other side of head to head."""
     return stage_repository(random_run, tmp_path_factory.mktemp("space_models") / "random-init")
-
-
-@pytest.fixture
-def hub_env(tmp_path, monkeypatch):
-    with HubServer(tmp_path / "hub", {TOKEN: "stentor"}) as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # huggingface_hub reads it at import
-        yield server
 
 
 def expected_continuation(model_dir: Path, prompt: str = PROMPT, temperature: float = TEMPERATURE) -> str:
