@@ -1,6 +1,7 @@
 # Two commands for a fresh machine:
 #   make quickstart   set up .venv and run the main job end to end
 #   make test         set up .venv (transformers 5.x) and .venv-tf4 (transformers 4.57), run the tests
+#                     (tests/test_space.py also needs a Chromium: `apt-get install chromium`, as .ci/run does)
 # torch is installed first, pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
 # Every other package comes at the exact version of a lock file (requirements/lock*.txt), so an
 # upstream release cannot change what CI tests. `make lock` regenerates them; `make test-latest`
@@ -30,7 +31,7 @@ $(VENV)/.ready: $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet $(TORCH)
-	$(VENV)/bin/pip install --quiet -c $(LOCK) ".[test,onnx]"
+	$(VENV)/bin/pip install --quiet -c $(LOCK) ".[test,onnx,space]"
 	touch $@
 
 $(VENV_TF4)/.ready: $(LOCK_TF4)
@@ -73,7 +74,7 @@ lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
 	.venv-lock/bin/pip install --quiet $(TORCH)
-	.venv-lock/bin/pip install --quiet ".[test,onnx]"
+	.venv-lock/bin/pip install --quiet ".[test,onnx,space]"
 	.venv-lock/bin/pip freeze --exclude stentor-hub | sed 's/+cpu$$//' > $(LOCK)
 	$(PYTHON) -m venv .venv-lock-tf4
 	.venv-lock-tf4/bin/pip install --quiet --upgrade pip

@@ -274,6 +274,8 @@ class ModelCardFacts:
     blimp_raw: dict | None = None
     repo_id: str | None = None
     tokenizer_dir: Path | None = None  # the folder the tokenizer files come from
+    space_id: str | None = None  # the demo Space the card links to (``publish --space``)
+    space_url: str | None = None
     parameters: list[ParameterGroup] = field(default_factory=list)
     result_rows: list[ResultRow] = field(default_factory=list)
 

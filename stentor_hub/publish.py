@@ -39,10 +39,12 @@ __all__ = ["publish_run", "stage_repository", "check_staged", "push_folder", "Pu
 
 def stage_repository(run_dir: "str | os.PathLike | RunDir", staging_dir: str | os.PathLike, *, repo_id: str | None = None,
                      blimp: str | os.PathLike | None = None, card_config: str | os.PathLike | None = None,
-                     template_dir: str | os.PathLike | None = None, checkpoint: str = "best") -> Path:
+                     template_dir: str | os.PathLike | None = None, checkpoint: str = "best",
+                     space_id: str | None = None) -> Path:
     """Write the repository as it will be pushed into ``staging_dir``: the ``checkpoint`` weights
     with their configs, the tokenizer folder (with its remote code), ``README.md``,
     ``training_curves.csv`` and ``.svg``, ``run_manifest.json`` and ``blimp_results.json`` if given.
+    With ``space_id`` the card links to that demo Space (see :mod:`stentor_hub.space`).
 
     The folder is built beside ``staging_dir`` and moved into place, so a failure leaves nothing
     half-written. An existing ``staging_dir`` is replaced only if it is empty or a previous staging
@@ -50,6 +52,10 @@ def stage_repository(run_dir: "str | os.PathLike | RunDir", staging_dir: str | o
     run, staging_dir = RunDir.open(run_dir), Path(staging_dir)
     facts = ModelCardFacts.from_run(run, blimp=blimp, card_config=card_config, repo_id=repo_id,
                                     checkpoint=checkpoint, template_dir=template_dir)
+    if space_id is not None:
+        from stentor_hub.space import space_url
+
+        facts.space_id, facts.space_url = space_id, space_url(space_id)
     if staging_dir.exists() and any(staging_dir.iterdir()) and not (
         (staging_dir / "README.md").is_file() and (staging_dir / "config.json").is_file()
     ):
@@ -188,10 +194,11 @@ class PushResult:
 
 def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
                 revision: str | None = None, commit_message: str | None = None,
-                delete_folders: tuple[str, ...] = ()) -> PushResult:
+                delete_folders: tuple[str, ...] = (), repo_type: str = "model", space_sdk: str | None = None) -> PushResult:
     """Create ``repo_id`` if needed and commit every file of ``folder`` in one commit, which
     first removes ``delete_folders`` from the repository (a folder replaced whole). Files whose
     content is already on the Hub are skipped by the client; unchanged content makes no commit.
+    ``repo_type`` is ``"model"`` or ``"space"`` (then ``space_sdk`` names its SDK, e.g. ``"gradio"``).
     Raises :class:`PushError` (a :class:`PublishError`; token redacted) on network or auth failures."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
@@ -202,15 +209,16 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
     branch = revision or "main"
     message = commit_message or f"Upload {folder.name} with stentor-hub"
     try:
-        api.create_repo(repo_id, private=True if private else None, exist_ok=True)
+        api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk)
         if branch != "main":
-            api.create_branch(repo_id, branch=branch, exist_ok=True)
-        before = api.repo_info(repo_id, revision=branch).sha
-        existing = {f.split("/", 1)[0] for f in api.list_repo_files(repo_id, revision=branch) if "/" in f} if delete_folders else set()
+            api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type=repo_type)
+        before = api.repo_info(repo_id, revision=branch, repo_type=repo_type).sha
+        existing = ({f.split("/", 1)[0] for f in api.list_repo_files(repo_id, revision=branch, repo_type=repo_type) if "/" in f}
+                    if delete_folders else set())
         operations = [CommitOperationDelete(f"{name}/", is_folder=True) for name in delete_folders if name in existing]
         operations += [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
                        for path in sorted(folder.rglob("*")) if path.is_file()]
-        info = api.create_commit(repo_id, operations, commit_message=message, revision=branch)
+        info = api.create_commit(repo_id, operations, commit_message=message, revision=branch, repo_type=repo_type)
     except Exception as e:  # every failure becomes one message without the token
         raise PushError(_explain_push_error(e, api.endpoint, repo_id, secret)) from None
     return PushResult(commit_url=info.commit_url, commit_oid=info.oid, created_commit=info.oid != before)
@@ -273,44 +281,67 @@ class PublishReport:
     check: CheckReport
     push: PushResult | None  # None for a dry run
     kept: bool  # the staging folder was asked for and is kept
+    space_check: "object | None" = None  # stentor_hub.space.SpaceCheck, with space_id
+    space_push: PushResult | None = None
 
 
 def publish_run(run_dir: "str | os.PathLike | RunDir", repo_id: str | None, *, blimp: str | os.PathLike | None = None,
                 card_config: str | os.PathLike | None = None, template_dir: str | os.PathLike | None = None,
                 checkpoint: str = "best", staging: str | os.PathLike | None = None, dry_run: bool = False,
                 private: bool = False, revision: str | None = None, commit_message: str | None = None,
-                token: str | None = None, on_staged: Callable[[Path, list[Path]], None] | None = None,
+                token: str | None = None, space_id: str | None = None,
+                on_staged: Callable[[Path, list[Path]], None] | None = None,
                 on_checked: Callable[[CheckReport], None] | None = None) -> PublishReport:
     """Publish a training run to ``repo_id``: stage the repository (:func:`stage_repository`),
     check it (:func:`check_staged`), then push it in one commit (:func:`push_folder`) unless
     ``dry_run`` (a dry run needs no ``repo_id``; the card then names none). The staging folder is
     ``staging`` (kept) or a temporary one (deleted). ``on_staged(folder, files)`` runs between
     staging and the checks, ``on_checked(check)`` between the checks and the push (for progress
-    output). Raises :class:`PublishError` naming the failed step (:class:`PushError` for the push);
-    the token is never in a message."""
+    output). With ``space_id`` the model's demo Space (:mod:`stentor_hub.space`) is staged and
+    checked with the model, linked from the card, and pushed after it. Raises
+    :class:`PublishError` naming the failed step (:class:`PushError` for the push); the token is
+    never in a message."""
     if repo_id is not None:
         check_repo_id(repo_id, PublishError)
     elif not dry_run:
         raise PublishError("publishing needs --repo-id OWNER/NAME (the Hub repository to create or update)")
+    if space_id is not None:
+        check_repo_id(space_id, PublishError, "--space")
+        if repo_id is None:
+            raise PublishError("--space needs --repo-id: the Space loads the model from its Hub repository")
     run = RunDir.open(run_dir)
     kept = staging is not None
     staging_root = None if kept else Path(tempfile.mkdtemp(prefix="stentor-publish-"))
+    space_root = None if space_id is None else Path(tempfile.mkdtemp(prefix="stentor-space-"))
     folder = Path(staging) if kept else staging_root / (repo_id.split("/")[1] if repo_id else run.name)
     try:
         stage_repository(run, folder, repo_id=repo_id, blimp=blimp, card_config=card_config,
-                         template_dir=template_dir, checkpoint=checkpoint)
+                         template_dir=template_dir, checkpoint=checkpoint, space_id=space_id)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         if on_staged is not None:
             on_staged(folder, files)
         check = check_staged(folder)
         if on_checked is not None:
             on_checked(check)
+        space_folder = space_check = space_pushed = None
+        if space_id is not None:  # staged and checked now, pushed after the model
+            from stentor_hub.space import check_space, push_space, stage_space
+
+            space_folder = stage_space([repo_id], space_root / space_id.split("/")[1])
+            space_check = check_space(space_folder, for_push=True)
         pushed = None
         if not dry_run:
             step = getattr(run.read_manifest(), checkpoint)["step"]
             message = commit_message or f"Publish {repo_id.split('/')[1]}: {checkpoint} checkpoint (step {step})"
             pushed = push_folder(folder, repo_id, token=token, private=private, revision=revision, commit_message=message)
+            if space_id is not None:
+                try:
+                    space_pushed = push_space(space_folder, space_id, token=token, private=private)
+                except PublishError as e:
+                    raise PushError(f"{e} The model {repo_id} was pushed; push its Space again with "
+                                    f"`stentor-hub space {repo_id} --out DIR --push {space_id}`.") from None
     finally:
-        if staging_root is not None:
-            shutil.rmtree(staging_root, ignore_errors=True)
-    return PublishReport(folder, files, check, pushed, kept)
+        for root in (staging_root, space_root):
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)
+    return PublishReport(folder, files, check, pushed, kept, space_check, space_pushed)

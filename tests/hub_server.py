@@ -15,10 +15,11 @@ A commit is a full snapshot of the file table (path -> sha256, size, lfs). It be
 when the repo's JSON is replaced (``os.replace``) after every object it names is stored, so a
 server killed at any point leaves each branch at its previous commit.
 
-Endpoints (``{t}`` = ``models`` or ``datasets``; revisions are percent-encoded branch names or commit ids):
+Endpoints (``{t}`` = ``models``, ``datasets`` or ``spaces``; ``[/{t}]`` is empty for models; revisions are
+percent-encoded branch names or commit ids):
 
     GET  /api/whoami-v2, /api/agent-harnesses
-    POST /api/repos/create                        409 when it exists
+    POST /api/repos/create                        409 when it exists; a Space needs its ``sdk``
     POST /api/validate-yaml                       400 when the README front matter is not YAML
     GET  /api/{t}/OWNER/NAME[/revision/REV]       repo info (sha, siblings)
     POST /api/{t}/OWNER/NAME/preupload/REV        upload mode (regular | lfs) and the remote oid
@@ -26,10 +27,10 @@ Endpoints (``{t}`` = ``models`` or ``datasets``; revisions are percent-encoded b
     POST /api/{t}/OWNER/NAME/commit/REV           NDJSON commit (header, file, lfsFile, deletedFile, deletedFolder)
     GET  /api/{t}/OWNER/NAME/commits/REV          history, newest first
     GET  /api/{t}/OWNER/NAME/tree/REV[/PATH]      file listing (?recursive=true)
-    POST [/datasets]/OWNER/NAME.git/info/lfs/objects/batch   LFS batch API, basic transfer
+    POST [/{t}]/OWNER/NAME.git/info/lfs/objects/batch   LFS batch API, basic transfer
     PUT  /__lfs__/upload/OID?sig=...              the upload URL the batch answer hands out (no auth, as S3)
     POST /__lfs__/verify/OID
-    HEAD|GET [/datasets]/OWNER/NAME/resolve/REV/PATH   with ETag, X-Repo-Commit, X-Linked-Etag/-Size, Range
+    HEAD|GET [/{t}]/OWNER/NAME/resolve/REV/PATH   with ETag, X-Repo-Commit, X-Linked-Etag/-Size, Range
 
 Auth: ``Authorization: Bearer TOKEN``; an unknown token is refused everywhere with 401; writing needs
 the token of the namespace's owner; private repos are invisible (404) to everyone else.
@@ -65,7 +66,8 @@ DEFAULT_GITATTRIBUTES = "".join(
 )
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub stores anything this large as LFS whatever its name
 DIE_DURING_LFS_UPLOAD = "DIE_DURING_LFS_UPLOAD"  # trigger file in the storage folder (see _lfs_upload)
-REPO_TYPES = {"models": "model", "datasets": "dataset"}
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+SPACE_SDKS = ("gradio", "docker", "static", "streamlit")  # what the Hub accepts as a Space's sdk
 TOKENS_ENV = "HUB_SERVER_TOKENS"  # {"token": "user", ...} for the server run as a process
 
 
@@ -333,8 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:2] == ["__lfs__", "verify"] and method == "POST":
             return self._lfs_verify(parts[2], json.loads(self._body() or b"{}"))
         repo_type = "model"
-        if parts and parts[0] == "datasets":
-            repo_type, parts = "dataset", parts[1:]
+        if parts and parts[0] in ("datasets", "spaces"):
+            repo_type, parts = REPO_TYPES[parts[0]], parts[1:]
         if len(parts) >= 5 and parts[1].endswith(".git") and parts[2:5] == ["info", "lfs", "objects"] and method == "POST":
             return self._lfs_batch(repo_type, f"{parts[0]}/{parts[1][:-4]}", json.loads(self._body() or b"{}"))
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
@@ -376,6 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, f"invalid repository name or type: {name!r} ({repo_type})")
         if owner != user:
             raise HubError(403, f"You don't have the rights to create a repository under {owner}")
+        if repo_type == "space" and payload.get("sdk") not in SPACE_SDKS:
+            raise HubError(400, f"a Space needs an sdk, one of {', '.join(SPACE_SDKS)}; got {payload.get('sdk')!r}")
         repo_id = f"{owner}/{name}"
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         url = f"{self.endpoint}/{prefix}{repo_id}"
@@ -384,6 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json({"error": "You already created this repo", "url": url}, status=409)
             repo = {"private": payload.get("visibility") == "private" or bool(payload.get("private")),
                     "branches": {}, "commits": {}, "created": _now()}
+            if repo_type == "space":
+                repo["sdk"] = payload["sdk"]
             files = {".gitattributes": self.hub.storage.file_entry(DEFAULT_GITATTRIBUTES.encode(), ".gitattributes", "")}
             repo["branches"]["main"] = self.hub.storage.new_commit(repo, None, files, "initial commit", "", user)
             self.hub.storage.save_repo(repo_type, repo_id, repo)
@@ -407,11 +413,14 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._readable_repo(repo_type, repo_id)
         sha = self._resolve_revision(repo, revision)
         commit = repo["commits"][sha]
-        self._json({
+        info = {
             "id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0], "sha": sha, "private": repo["private"],
             "lastModified": commit["date"], "createdAt": repo["created"], "tags": [], "downloads": 0, "likes": 0,
             "siblings": [{"rfilename": path} for path in sorted(commit["files"])],
-        })
+        }
+        if repo_type == "space":
+            info["sdk"] = repo["sdk"]
+        self._json(info)
 
     def _create_branch(self, repo_type: str, repo_id: str, branch: str, payload: dict) -> None:
         self._writable_repo(repo_type, repo_id)

@@ -7,4 +7,4 @@ functions, so ``stentor-hub --help`` is fast. :mod:`stentor_hub.cli` puts them t
 """
 
 # the order of `stentor-hub --help`
-COMMAND_MODULES = ("tokenizer", "data", "train", "evaluate", "card", "publish", "export", "quickstart")
+COMMAND_MODULES = ("tokenizer", "data", "train", "evaluate", "card", "publish", "export", "space", "quickstart")

@@ -25,13 +25,22 @@ def publish(args) -> int:
     report = publish_run(args.run_dir, args.repo_id, blimp=args.blimp, card_config=args.card_config,
                          template_dir=args.template, checkpoint=args.checkpoint, staging=args.staging,
                          dry_run=args.dry_run, private=args.private, revision=args.revision,
-                         commit_message=args.commit_message, on_staged=list_files, on_checked=show_checks)
+                         commit_message=args.commit_message, space_id=args.space,
+                         on_staged=list_files, on_checked=show_checks)
+    if report.space_check is not None:
+        print(f"staged and checked the Space {args.space} '{report.space_check.title}' (gradio {report.space_check.sdk_version})")
     if report.push is None:
-        print(f"dry run: nothing was sent to the Hub (would push to {args.repo_id})")
-    elif report.push.created_commit:
+        also = "" if args.space is None else f" and the Space {args.space}"
+        print(f"dry run: nothing was sent to the Hub (would push to {args.repo_id}{also})")
+        return 0
+    if report.push.created_commit:
         print(f"pushed {args.repo_id}: {report.push.commit_url}")
     else:
         print(f"{args.repo_id} already has this content; no commit made ({report.push.commit_url})")
+    if report.space_push is not None:
+        space = report.space_push
+        print(f"pushed the Space {args.space}: {space.commit_url}" if space.created_commit
+              else f"the Space {args.space} already has this content; no commit made ({space.commit_url})")
     return 0
 
 
@@ -44,4 +53,6 @@ def register(subparsers) -> None:
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", metavar="BRANCH", help="branch to commit to (created if needed; default main)")
     parser.add_argument("--commit-message", metavar="MSG", help="commit title")
+    parser.add_argument("--space", metavar="OWNER/NAME",
+                        help="also push a demo Space of the model (stentor-hub space) and link it from the card")
     parser.set_defaults(func=publish)
