@@ -26,6 +26,10 @@ from transformers import AddedToken, BatchEncoding, PreTrainedTokenizer
 
 from .tokenmonster import Vocab
 
+# transformers 4.x copies into its module cache only the files this module imports itself, so
+# the Unicode 13 table that tokenmonster.py reads is imported here as well
+from .unicode13 import UNICODE_VERSION as _UNICODE_VERSION  # noqa: F401
+
 VOCAB_FILE_NAME = "tokenmonster.vocab"
 EOS_TOKEN = "</s>"
 BOS_TOKEN = "<s>"
