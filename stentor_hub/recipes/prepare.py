@@ -40,7 +40,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stentor_hub.errors import DataError
+from stentor_hub.errors import DataError, MissingInputError
 from stentor_hub.recipes.data import (
     DATA_FORMAT_VERSION, Source, _looks_local, _source_identity, clean_text, default_cache_dir, iter_documents,
     local_files, tokenizer_fingerprint,
@@ -437,19 +437,19 @@ def prepare_shards(
     train_sources = [Source.parse(s) for s in train_sources]
     eval_sources = [Source.parse(s) for s in eval_sources or []]
     if not train_sources:
-        raise ValueError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
+        raise DataError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
     for source in train_sources + eval_sources:
         if _looks_local(source.path) and not local_files(source.path):
-            raise FileNotFoundError(f"data source '{source.path}': no such file (or the glob matches nothing)")
+            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
     if not eval_sources and max_eval_samples is None:
-        raise ValueError("with no data.eval_sources, data.max_eval_samples must be set (blocks to hold out)")
+        raise DataError("with no data.eval_sources, data.max_eval_samples must be set (blocks to hold out)")
     if len(tokenizer) > np.iinfo(TOKEN_DTYPE).max + 1:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} ids; token shards store uint16 ids (at most 65536)")
+        raise DataError(f"the tokenizer has {len(tokenizer)} ids; token shards store uint16 ids (at most 65536)")
     if shard_tokens < 1:
-        raise ValueError(f"shard_tokens must be positive, got {shard_tokens}")
+        raise DataError(f"shard_tokens must be positive, got {shard_tokens}")
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise DataError(f"--workers must be at least 1, got {workers}")
     key = data_key(train_sources, eval_sources, tokenizer, block_size, source_token_budget, max_eval_samples)
     max_eval_tokens = key["max_eval_tokens"]
     folder = Path(out_dir).expanduser()
@@ -514,9 +514,9 @@ def prepare_shards(
             "splits": {split: {"tokens": sum(s["tokens"] for s in done), "shards": done}
                        for split, done in (("train", train_writer.done), ("eval", state["eval"]))},
         }
-        from stentor_hub.recipes.callbacks import write_atomic
+        from stentor_hub.helpers import write_text_atomic
 
-        write_atomic(folder / INDEX_NAME, json.dumps(index, indent=1, default=str) + "\n")
+        write_text_atomic(folder / INDEX_NAME, json.dumps(index, indent=1, default=str) + "\n")
         (folder / PROGRESS_NAME).unlink(missing_ok=True)
         for leftover in folder.glob(".*.bin.tmp"):  # a shard a killed run had begun; ours
             leftover.unlink()
@@ -547,9 +547,9 @@ def _read_progress(folder: Path, key: dict, shard_tokens: int) -> dict | None:
 
 
 def _write_progress(folder: Path, state: dict) -> None:
-    from stentor_hub.recipes.callbacks import write_atomic
+    from stentor_hub.helpers import write_text_atomic
 
-    write_atomic(folder / PROGRESS_NAME, json.dumps(state, default=str) + "\n")
+    write_text_atomic(folder / PROGRESS_NAME, json.dumps(state, default=str) + "\n")
 
 
 # -- the recipe's view: where the shards are, preparing or waiting ---------------------------------
