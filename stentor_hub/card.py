@@ -343,7 +343,7 @@ def _markdown_sections(body: str, path: Path) -> list[tuple[str, str]]:
             if heading is not None:
                 sections.append((heading, "\n".join(lines).strip()))
             heading, lines = line[3:].strip(), []
-        elif heading is None and line.strip() and not line.lstrip().startswith("#"):
+        elif heading is None and line.strip():
             raise CardError(f"card config {path}: text before the first '## Section' heading: {line.strip()[:60]!r}")
         elif heading is not None:
             lines.append(line)
@@ -866,8 +866,8 @@ def consistency_notices(facts: "ModelCardFacts") -> list[str]:
     listed = facts.card_config.get("datasets")
     trained = set(_hub_sources(_source_list(facts.manifest.data.get("train_sources"))))
     if listed and trained and set(listed) - trained:
-        notices.append(f"The card config lists datasets {sorted(set(listed) - trained)} that are not among the run's "
-                       f"Hub training sources ({', '.join(sorted(trained))}).")
+        notices.append(f"The card config lists datasets ({', '.join(sorted(set(listed) - trained))}) that are not among "
+                       f"the run's Hub training sources ({', '.join(sorted(trained))}).")
     return notices
 
 
@@ -1170,6 +1170,8 @@ class _NoAliasDumper(yaml.SafeDumper):
 def _format_value(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
+    if isinstance(value, int):  # sizes, steps, budgets: as every count on the card
+        return format_count(value)
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True)
     return str(value)

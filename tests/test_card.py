@@ -77,6 +77,9 @@ def test_a_run_card_has_every_generated_section_with_computed_figures(run, blimp
         assert f"https://img.shields.io/badge/{badge}" in text
     assert "A 598,336-parameter `LlamaForCausalLM` language model with\nan 8,064-id TokenMonster tokenizer" in text
     assert "github.com" not in text.split("## Evaluation: BLiMP")[0]  # no invented project link
+    # one way for numbers: counts with separators (ids are names, not counts), shares with two decimals
+    assert "| `vocab_size` | 8,064 |" in text and "| `bos_token_id` | 8001 |" in text
+    assert "| embedding (tied with the output layer) | 516,096 | 86.26% |" in text
     # vocabulary efficiency: 8,064 x 64, its share, the rest
     assert "8,064 × 64 =\n**516,096** parameters" in text and "86.26% of the total" in text and "**82,240**" in text
     # BLiMP with two decimals, as the published card prints them
@@ -117,7 +120,7 @@ def test_consistency_notices_and_environment_from_the_facts(run, tmp_path):
     notices = text.split("## Consistency notices")[1].split("\n## ")[0]
     assert ("token budget of 800,000,000 tokens, but 8,192 tokens per step × 30,300 steps at most is "
             "248,217,600: the budget cannot be reached") in notices
-    assert "['someone/else'] that are not among the run's Hub training sources" in notices
+    assert "lists datasets (someone/else) that are not among the run's Hub training sources (epfml/FineWeb-HQ)" in notices
     # 2 x 70 W x 2 h = 0.28 kWh; x 0.5 kg/kWh = 0.14 kg
     assert "| Power | 70 W per device, from the board power of the Tesla T4 |" in text
     assert "| Energy | 0.280 kWh" in text and "| Emissions | 0.140 kg CO₂eq" in text
