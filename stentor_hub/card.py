@@ -727,6 +727,7 @@ class EpochSummary:
     first_eval_loss: float | None
     last_eval_loss: float | None
     last_eval_ppl: float | None
+    fraction: float | None = None  # of a full epoch, when the run knows its steps per epoch
 
 
 def summarize_epochs(curves: list[CurvePoint], training: dict) -> list[EpochSummary]:
@@ -749,7 +750,7 @@ def summarize_epochs(curves: list[CurvePoint], training: dict) -> list[EpochSumm
         seconds = float(seconds_total) * steps / steps_total if seconds_total and steps_total else None
         out.append(EpochSummary(k, previous_last + 1, last, steps, seconds,
                                 evals[0].eval_loss if evals else None, evals[-1].eval_loss if evals else None,
-                                evals[-1].eval_ppl if evals else None))
+                                evals[-1].eval_ppl if evals else None, steps / per_epoch if per_epoch else None))
         previous_last = last
     return out
 
