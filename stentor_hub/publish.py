@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,18 +40,20 @@ __all__ = ["publish_run", "stage_repository", "check_staged", "push_folder", "Pu
 def stage_repository(run_dir: "str | os.PathLike | RunDir", staging_dir: str | os.PathLike, *, repo_id: str | None = None,
                      blimp: str | os.PathLike | None = None, card_config: str | os.PathLike | None = None,
                      template_dir: str | os.PathLike | None = None, checkpoint: str = "best",
-                     space_id: str | None = None) -> Path:
+                     space_id: str | None = None, compare: "list[str | os.PathLike]" = ()) -> Path:
     """Write the repository as it will be pushed into ``staging_dir``: the ``checkpoint`` weights
-    with their configs, the tokenizer folder (with its remote code), ``README.md``,
-    ``training_curves.csv`` and ``.svg``, ``run_manifest.json`` and ``blimp_results.json`` if given.
-    With ``space_id`` the card links to that demo Space (see :mod:`stentor_hub.space`).
+    with their configs, the tokenizer folder (with its remote code), ``README.md`` (its sample
+    outputs generated from the staged weights), ``training_curves.csv`` and ``.svg``,
+    ``run_manifest.json`` and ``blimp_results.json`` if given; ``compare`` names earlier models
+    for the card's head-to-head table. With ``space_id`` the card links to that demo Space (see
+    :mod:`stentor_hub.space`).
 
     The folder is built beside ``staging_dir`` and moved into place, so a failure leaves nothing
     half-written. An existing ``staging_dir`` is replaced only if it is empty or a previous staging
     (it holds ``README.md`` and ``config.json``). Returns ``staging_dir``."""
     run, staging_dir = RunDir.open(run_dir), Path(staging_dir)
     facts = ModelCardFacts.from_run(run, blimp=blimp, card_config=card_config, repo_id=repo_id,
-                                    checkpoint=checkpoint, template_dir=template_dir)
+                                    checkpoint=checkpoint, template_dir=template_dir, compare=compare)
     if space_id is not None:
         from stentor_hub.space import space_url
 
@@ -60,7 +62,7 @@ def stage_repository(run_dir: "str | os.PathLike | RunDir", staging_dir: str | o
         (staging_dir / "README.md").is_file() and (staging_dir / "config.json").is_file()
     ):
         raise OutputExistsError(f"staging folder {staging_dir} exists and is not a previous staging; choose a new --staging")
-    card = render_card(facts, template_dir)
+    render_card(facts, template_dir)  # a template error stops here, before any weights are copied
     with build_folder(staging_dir) as tmp:
         for name in MODEL_FILES:
             source = run.checkpoint(checkpoint) / name
@@ -73,7 +75,8 @@ def stage_repository(run_dir: "str | os.PathLike | RunDir", staging_dir: str | o
         if blimp is not None:
             shutil.copy2(blimp, tmp / "blimp_results.json")
         plot_curves(facts.curves, tmp / "training_curves.svg", title=f"{facts.model_name}: training curves")
-        (tmp / "README.md").write_text(card, encoding="utf-8")
+        facts.add_samples(tmp)  # from the weights and tokenizer exactly as staged
+        (tmp / "README.md").write_text(render_card(facts, template_dir), encoding="utf-8")
     return staging_dir
 
 
@@ -101,19 +104,31 @@ print("STENTOR_LOAD_CHECK " + json.dumps({
 """
 
 
+@dataclass(frozen=True)
+class CodeBlockResult:
+    line: int  # of the block's opening fence in README.md
+    first_line: str
+    ran: bool
+    seconds: float
+    reason: str = ""  # why it was not run
+
+
 @dataclass
 class CheckReport:
     tensors: int
     parameters: int
     generated_text: str
     card_results: int  # model-index entries huggingface_hub parsed
+    code_blocks: list[CodeBlockResult] = field(default_factory=list)
 
 
-def check_staged(folder: str | os.PathLike, timeout: float = 300.0) -> CheckReport:
+def check_staged(folder: str | os.PathLike, timeout: float = 300.0, *, repo_id: str | None = None) -> CheckReport:
     """Check a staged repository before anything leaves the machine: the weights open, the card's
-    metadata parses (``ModelCard``, ``model-index``), and a fresh offline Python process loads the
-    model and tokenizer with the Auto classes, whose vocabulary and special ids agree with the
-    configs, and generates. Raises :class:`PublishError` naming the failed check."""
+    metadata parses (``ModelCard``, ``model-index``, ``co2_eq_emissions``), a fresh offline Python
+    process loads the model and tokenizer with the Auto classes, whose vocabulary and special ids
+    agree with the configs, and generates; then every ```python block of the card runs (see
+    :func:`check_card_code`; ``repo_id`` is the id the card loads, by default the one it names).
+    Raises :class:`PublishError` naming the failed check."""
     folder = Path(folder)
     tensors = _check_safetensors(folder / "model.safetensors")
     card_results = _check_card(folder / "README.md")
@@ -134,7 +149,92 @@ def check_staged(folder: str | os.PathLike, timeout: float = 300.0) -> CheckRepo
     if problems:
         raise PublishError("the model and its tokenizer disagree: " + "; ".join(problems)
                            + ". Export the tokenizer the model was trained with (RUN_DIR/tokenizer) and retrain or fix the config.")
-    return CheckReport(tensors, loaded["parameters"], loaded["text"], card_results)
+    code_blocks = check_card_code(folder, repo_id=repo_id, timeout=timeout)
+    return CheckReport(tensors, loaded["parameters"], loaded["text"], card_results, code_blocks)
+
+
+def check_card_code(folder: str | os.PathLike, *, repo_id: str | None = None,
+                    timeout: float = 300.0) -> list[CodeBlockResult]:
+    """Run every ```python block of ``folder/README.md``, one fresh offline process each, with the
+    card's repository id (``repo_id``, or the ``OWNER/NAME`` its quick start loads) replaced by the
+    staged folder and no GPU visible, so code that picks its device runs on the CPU. A block under
+    ``<!-- check: skip REASON -->`` is not run; under ``<!-- check: needs-model ID -->`` it runs
+    when ``ID`` is a local folder or in the Hugging Face cache, and is reported as not run
+    otherwise. A failing block raises :class:`PublishError` with its first lines and the error."""
+    import time
+
+    from stentor_hub.card import python_blocks
+
+    folder = Path(folder).resolve()
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    repo_id = repo_id or _card_repo_id(card)
+    results = []
+    for block in python_blocks(card):
+        first = next((line for line in block.code.splitlines() if line.strip()), "")
+        reason = _not_run_reason(block.check)
+        if reason:
+            results.append(CodeBlockResult(block.line, first, False, 0.0, reason))
+            continue
+        code = block.code
+        if repo_id:
+            code = code.replace(f'"{repo_id}"', repr(str(folder))).replace(f"'{repo_id}'", repr(str(folder)))
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], env=_offline_env(cpu_only=True), capture_output=True,
+                                  text=True, timeout=timeout, cwd=tempfile.gettempdir())
+        except subprocess.TimeoutExpired:
+            raise PublishError(f"README.md, the python block at line {block.line} ran over {timeout:.0f} s:\n"
+                               f"{_first_lines(block.code)}") from None
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+            raise PublishError(f"README.md, the python block at line {block.line} fails (exit {proc.returncode}); "
+                               f"fix the template or the card config:\n{_first_lines(block.code)}\n--- error:\n{tail}")
+        results.append(CodeBlockResult(block.line, first, True, time.perf_counter() - started))
+    return results
+
+
+def _first_lines(code: str, n: int = 4) -> str:
+    lines = code.strip().splitlines()
+    return "\n".join("    " + line for line in lines[:n]) + ("\n    ..." if len(lines) > n else "")
+
+
+def _card_repo_id(card: str) -> str | None:
+    import re
+
+    match = re.search(r'^repo = "([\w.-]+/[\w.-]+)"$', card, re.M)
+    return match.group(1) if match else None
+
+
+def _not_run_reason(check: str | None) -> str:
+    """Why a block is not run ("" when it is), from its ``<!-- check: ... -->`` marker."""
+    if not check:
+        return ""
+    kind, _, argument = check.partition(" ")
+    if kind == "skip":
+        return argument or "marked as not run in the template"
+    if kind == "needs-model":
+        if Path(argument).expanduser().is_dir() or _in_hf_cache(argument):
+            return ""
+        return f"needs the model {argument}, which is neither a local folder nor in the Hugging Face cache (offline)"
+    raise PublishError(f"README.md has an unknown check marker <!-- check: {check} -->; use 'skip REASON' or "
+                       "'needs-model ID'")
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # not a valid id: not in the cache either
+        return False
+
+
+def _offline_env(cpu_only: bool = False) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if cpu_only:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
 
 
 def _check_safetensors(path: Path) -> int:
@@ -163,12 +263,37 @@ def _check_card(path: Path) -> int:
                            "fix the card config or the template") from None
     if not results:
         raise PublishError("README.md metadata has no model-index results")
+    co2 = card.data.to_dict().get("co2_eq_emissions")
+    if co2 is not None:
+        problems = _co2_problems(co2)
+        if problems:
+            raise PublishError(f"README.md metadata co2_eq_emissions is not in the Hub's format: {'; '.join(problems)}; "
+                               "fix power_watts / grid_intensity / co2_source in the card config")
     return len(results)
 
 
+# the Hub's co2_eq_emissions: emissions in grams, the rest text
+CO2_FIELDS = {"emissions": (int, float), "source": str, "training_type": str, "geographical_location": str,
+              "hardware_used": str}
+
+
+def _co2_problems(co2) -> list[str]:
+    if not isinstance(co2, dict):
+        return [f"it must be a mapping, got {type(co2).__name__}"]
+    problems = [f"unknown key {key!r}" for key in sorted(set(co2) - set(CO2_FIELDS))]
+    if "emissions" not in co2:
+        problems.append("'emissions' (grams of CO2eq) is missing")
+    for key, kind in CO2_FIELDS.items():
+        value = co2.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            problems.append(f"'{key}' must be {'a number' if kind != str else 'text'}, got {value!r}")
+    if isinstance(co2.get("emissions"), (int, float)) and co2["emissions"] < 0:
+        problems.append("'emissions' is negative")
+    return problems
+
+
 def _load_in_fresh_process(folder: Path, timeout: float) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = _offline_env()
     try:
         proc = subprocess.run([sys.executable, "-c", _LOAD_CHECK, str(folder), GENERATE_PROMPT], env=env,
                               capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
@@ -287,14 +412,16 @@ class PublishReport:
 
 def publish_run(run_dir: "str | os.PathLike | RunDir", repo_id: str | None, *, blimp: str | os.PathLike | None = None,
                 card_config: str | os.PathLike | None = None, template_dir: str | os.PathLike | None = None,
-                checkpoint: str = "best", staging: str | os.PathLike | None = None, dry_run: bool = False,
+                checkpoint: str = "best", compare: "list[str | os.PathLike]" = (),
+                staging: str | os.PathLike | None = None, dry_run: bool = False,
                 private: bool = False, revision: str | None = None, commit_message: str | None = None,
                 token: str | None = None, space_id: str | None = None,
                 on_staged: Callable[[Path, list[Path]], None] | None = None,
                 on_checked: Callable[[CheckReport], None] | None = None) -> PublishReport:
     """Publish a training run to ``repo_id``: stage the repository (:func:`stage_repository`),
     check it (:func:`check_staged`), then push it in one commit (:func:`push_folder`) unless
-    ``dry_run`` (a dry run needs no ``repo_id``; the card then names none). The staging folder is
+    ``dry_run`` (a dry run needs no ``repo_id``; the card then names none); ``compare`` names
+    earlier models (run folders or card-facts files) for the card's head-to-head table. The staging folder is
     ``staging`` (kept) or a temporary one (deleted). ``on_staged(folder, files)`` runs between
     staging and the checks, ``on_checked(check)`` between the checks and the push (for progress
     output). With ``space_id`` the model's demo Space (:mod:`stentor_hub.space`) is staged and
@@ -316,7 +443,7 @@ def publish_run(run_dir: "str | os.PathLike | RunDir", repo_id: str | None, *, b
     folder = Path(staging) if kept else staging_root / (repo_id.split("/")[1] if repo_id else run.name)
     try:
         stage_repository(run, folder, repo_id=repo_id, blimp=blimp, card_config=card_config,
-                         template_dir=template_dir, checkpoint=checkpoint, space_id=space_id)
+                         template_dir=template_dir, checkpoint=checkpoint, space_id=space_id, compare=compare)
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         if on_staged is not None:
             on_staged(folder, files)

@@ -24,3 +24,6 @@ def add_card_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", metavar="DIR", help="folder of Jinja templates overriding cards/ by name")
     parser.add_argument("--checkpoint", choices=("best", "final"), default="best",
                         help="weights to publish (default: best, the lowest eval loss)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR_OR_CARD_FACTS",
+                        help="earlier models to set side by side in the card: run folders, or YAML/JSON files of "
+                             "their figures (name, vocab_size, hidden_size, parameters, best_perplexity, ...)")

@@ -8,7 +8,7 @@ from stentor_hub.commands.args import add_card_arguments
 
 def card(args) -> int:
     out = write_card(args.run_dir, args.out, blimp=args.blimp, card_config=args.card_config, repo_id=args.repo_id,
-                     checkpoint=args.checkpoint, template_dir=args.template)
+                     checkpoint=args.checkpoint, template_dir=args.template, compare=args.compare)
     print(f"wrote {out}")
     return 0
 

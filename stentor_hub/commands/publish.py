@@ -21,9 +21,12 @@ def publish(args) -> int:
     def show_checks(check) -> None:
         print(f"checks passed: {check.tensors} tensors, {check.parameters:,} parameters, card metadata with "
               f"{check.card_results} results, fresh-process load generated {check.generated_text!r}")
+        for block in check.code_blocks:
+            status = f"ran in {block.seconds:.1f} s" if block.ran else f"not run: {block.reason}"
+            print(f"  card code, line {block.line} ({block.first_line[:48]}): {status}")
 
     report = publish_run(args.run_dir, args.repo_id, blimp=args.blimp, card_config=args.card_config,
-                         template_dir=args.template, checkpoint=args.checkpoint, staging=args.staging,
+                         template_dir=args.template, checkpoint=args.checkpoint, compare=args.compare, staging=args.staging,
                          dry_run=args.dry_run, private=args.private, revision=args.revision,
                          commit_message=args.commit_message, space_id=args.space,
                          on_staged=list_files, on_checked=show_checks)
