@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import types
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,10 @@ def summarize_blimp(results: dict, descriptions: dict[str, str], source: str = "
         overall, task_results = float(results["overall"]), results["tasks"]
     except (KeyError, TypeError, ValueError):
         raise CardError(f"{source} has no numeric 'overall' and 'tasks'; pass the file `stentor-hub eval blimp` writes") from None
+    if not (math.isfinite(overall) and 0 <= overall <= 100):
+        raise CardError(f"{source}: 'overall' is {results['overall']!r}; an accuracy is a percentage from 0 to 100")
+    if not isinstance(task_results, dict):
+        raise CardError(f"{source}: 'tasks' must map task names to results, got {type(task_results).__name__}")
     tasks = []
     for uid in sorted(task_results):
         r = task_results[uid]
@@ -177,6 +182,10 @@ def summarize_blimp(results: dict, descriptions: dict[str, str], source: str = "
         except (KeyError, TypeError, ValueError) as e:
             raise CardError(f"{source}: task {uid!r} lacks a valid {e}; each task needs correct, total, accuracy, "
                              "field and linguistics_term") from None
+        task = tasks[-1]
+        if not (math.isfinite(task.accuracy) and 0 <= task.accuracy <= 100) or not 0 <= task.correct <= task.total:
+            raise CardError(f"{source}: task {uid!r} has accuracy {r['accuracy']!r}, correct {r['correct']!r}, total "
+                            f"{r['total']!r}; accuracy must be a percentage from 0 to 100 and 0 <= correct <= total")
     if not tasks:
         raise CardError(f"{source} has no tasks")
     by_accuracy = sorted(tasks, key=lambda t: (-t.accuracy, t.uid))
@@ -461,13 +470,7 @@ def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = 
     overrides any of our templates by name; the others still come from ``cards/``."""
     import jinja2
 
-    loaders = [jinja2.FileSystemLoader(str(resource_dir("cards")))]
-    if template_dir is not None:
-        if not Path(template_dir).is_dir():
-            raise MissingInputError(f"template folder {template_dir} does not exist")
-        loaders.insert(0, jinja2.FileSystemLoader(str(template_dir)))
-    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = card_environment(template_dir)
     env.filters["count"] = lambda n: f"{int(n):,}"
     env.filters["num"] = lambda x, digits=4: "–" if x is None else f"{float(x):.{digits}f}"
     env.filters["pct"] = lambda x: f"{float(x):.1f}%"
@@ -477,10 +480,49 @@ def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = 
     try:
         body = env.get_template(CARD_TEMPLATE).render(facts=facts, f=facts, cc=facts.card_config, blimp=facts.blimp,
                                                       prose={k: facts.card_config.get(k) for k in PROSE_SECTIONS})
+    except jinja2.exceptions.SecurityError as e:
+        raise CardError(f"card template does something the card sandbox does not allow ({e}); a template may "
+                        "only format the facts it is given") from None
     except jinja2.UndefinedError as e:
         raise CardError(f"card template refers to a fact that does not exist: {e.message}") from None
+    except jinja2.TemplateNotFound as e:
+        raise CardError(f"card template {e.name!r} is not in the template folder (nor in cards/)") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise CardError(f"card template {e.filename or e.name}:{e.lineno}: {e.message}") from None
     body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
     return f"---\n{front_matter}---\n\n{body}"
+
+
+def card_environment(template_dir: str | os.PathLike | None = None):
+    """The Jinja environment cards render in: templates from ``template_dir`` (if given), then
+    ``cards/``. A template may come from anyone, so it runs sandboxed (Jinja's
+    ``SandboxedEnvironment``): no ``_`` attributes, no way to the environment (the token), no
+    attribute of a path, file or module (so no reading files), and no template file outside the
+    template folders (``..`` and symlinks leading out are refused)."""
+    import jinja2
+    import jinja2.sandbox
+
+    class ConfinedLoader(jinja2.FileSystemLoader):
+        def get_source(self, environment, template):
+            source, filename, uptodate = super().get_source(environment, template)
+            roots = [os.path.realpath(root) for root in self.searchpath]
+            if not any(os.path.commonpath([os.path.realpath(filename), root]) == root for root in roots):
+                raise jinja2.TemplateNotFound(template)
+            return source, filename, uptodate
+
+    class CardSandbox(jinja2.sandbox.SandboxedEnvironment):
+        def is_safe_attribute(self, obj, attr, value):
+            if isinstance(obj, (os.PathLike, io.IOBase, types.ModuleType)) or isinstance(value, types.ModuleType):
+                return False
+            return super().is_safe_attribute(obj, attr, value)
+
+    loaders = [ConfinedLoader(str(resource_dir("cards")))]
+    if template_dir is not None:
+        if not Path(template_dir).is_dir():
+            raise MissingInputError(f"template folder {template_dir} does not exist")
+        loaders.insert(0, ConfinedLoader(str(template_dir)))
+    return CardSandbox(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
 class _NoAliasDumper(yaml.SafeDumper):
