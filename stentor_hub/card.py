@@ -222,7 +222,10 @@ def load_card_config(path: str | os.PathLike | None) -> dict:
         user, body = {}, text
         match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
         if match:
-            user, body = yaml.safe_load(match.group(1)) or {}, text[match.end():]
+            try:
+                user, body = yaml.safe_load(match.group(1)) or {}, text[match.end():]
+            except yaml.YAMLError as e:
+                raise CardError(f"card config {path}: the front matter is not valid YAML: {e}") from None
         for heading, content in _markdown_sections(body, path):
             user[re.sub(r"[^a-z0-9]+", "_", heading.lower()).strip("_")] = content
     else:
@@ -236,7 +239,39 @@ def load_card_config(path: str | os.PathLike | None) -> dict:
     for key in PROSE_SECTIONS:
         if key in user and user[key] is not None and not isinstance(user[key], str):
             raise CardError(f"card config {path}: '{key}' must be text (Markdown), got {type(user[key]).__name__}")
+    check_card_metadata(user, path)
     return {**config, **user}
+
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+_LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+
+
+def check_card_metadata(config: dict, source: str | os.PathLike) -> None:
+    """The Hub metadata keys of a card config have the shapes the Hub accepts (``license`` an id
+    such as ``apache-2.0``, ``language`` ISO codes, ``tags``/``datasets`` lists of text, ``widget``
+    a list of ``{text: ...}``); else a :class:`CardError` naming the file, key, value and shape."""
+    def text_list(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
+
+    rules = {
+        "model_name": (lambda v: isinstance(v, str) and v.strip(), "a non-empty text"),
+        "license": (lambda v: isinstance(v, str) and _LICENSE.fullmatch(v), "a license id such as apache-2.0 or mit"),
+        "language": (lambda v: (isinstance(v, str) and _LANGUAGE.fullmatch(v))
+                     or (text_list(v) and all(_LANGUAGE.fullmatch(x) for x in v)), "an ISO 639 code or a list of them (en, fr)"),
+        "library_name": (lambda v: isinstance(v, str) and v.strip(), "a library name such as transformers"),
+        "pipeline_tag": (lambda v: isinstance(v, str) and re.fullmatch(r"[a-z0-9-]+", v), "a task id such as text-generation"),
+        "tags": (text_list, "a list of texts"),
+        "datasets": (lambda v: text_list(v) and all(looks_like_hub_id(x) or "/" not in x for x in v),
+                     "a list of Hub dataset ids (OWNER/NAME)"),
+        "widget": (lambda v: isinstance(v, list) and all(isinstance(w, dict) and isinstance(w.get("text"), str) for w in v),
+                   "a list of mappings with a 'text' prompt, e.g. [{text: 'Once upon a time'}]"),
+        "base_model": (lambda v: isinstance(v, str) or text_list(v), "a Hub model id or a list of them"),
+        "eval_dataset": (lambda v: isinstance(v, (str, dict)), "a dataset name or a mapping {name, type, split}"),
+    }
+    for key, (ok, shape) in rules.items():
+        if key in config and config[key] is not None and not ok(config[key]):
+            raise CardError(f"card config {source}: '{key}' is {config[key]!r}; it must be {shape}")
 
 
 def _markdown_sections(body: str, path: Path) -> list[tuple[str, str]]:

@@ -211,16 +211,32 @@ def read_json(path: str | os.PathLike, what: str, error: type[StentorError]) -> 
 
 def read_jsonl(path: str | os.PathLike, error: type[StentorError]) -> Iterator[tuple[int, Any]]:
     """``(line number, record)`` for every non-blank line of a JSON Lines file; a line that is not
-    JSON raises ``error`` naming the file and line."""
+    JSON, or bytes that are not UTF-8 (:func:`not_utf8`), raise ``error`` naming the file and line."""
     with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise error(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); "
-                            "each line must be one JSON object") from None
+        try:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise error(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); "
+                                "each line must be one JSON object") from None
+        except UnicodeDecodeError:
+            raise not_utf8(path, error) from None
+
+
+def not_utf8(path: str | os.PathLike, error: type[StentorError]) -> StentorError:
+    """``error`` naming the byte offset (and line) of the first bytes of ``path`` that are not UTF-8,
+    for a reader that just failed to decode it."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return error(f"{path}: bytes at offset {e.start} (line {line}) are not UTF-8 ({e.reason}: "
+                     f"{data[e.start:e.start + 4]!r}); save the file as UTF-8")
+    return error(f"{path} is not UTF-8 text; save the file as UTF-8")
 
 
 def read_yaml_mapping(path: str | os.PathLike, what: str, error: type[StentorError]) -> dict:

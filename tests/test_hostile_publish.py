@@ -68,7 +68,7 @@ def test_dry_run_refuses_repo_ids_the_hub_refuses(fake_run, tmp_path, capsys, re
 @pytest.mark.parametrize("branch", ["has space", "a..b", "-x", "x.lock", "feat/.hidden", "a:b"])
 def test_bad_branch_names_are_refused_before_staging(fake_run, tmp_path, capsys, branch):
     staging = tmp_path / "stage"
-    assert main(["publish", str(fake_run), "--repo-id", "stentor/br", "--revision", branch, "--dry-run",
+    assert main(["publish", str(fake_run), "--repo-id", "stentor/br", f"--revision={branch}", "--dry-run",
                  "--staging", str(staging)]) == 2
     err = capsys.readouterr().err
     assert "--revision" in err and repr(branch) in err and not staging.exists()
