@@ -197,6 +197,22 @@ def build_folder(destination: str | os.PathLike, kind: str | None = None, flag: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_output_file(path: str | os.PathLike, flag: str, error: type[StentorError]) -> Path:
+    """Check, before any work, that a results file can be written at ``path``: not a folder, and
+    in a writable folder (created when written if missing). Raises ``error`` naming ``flag``."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{flag} {path} is a folder; name a file (e.g. {path / 'results.json'})")
+    existing = path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise error(f"{flag} {path} cannot be written ({existing} is not a writable folder); choose another {flag}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise error(f"{flag} {path} is read-only; choose another {flag}")
+    return path
+
+
 def read_json(path: str | os.PathLike, what: str, error: type[StentorError]) -> Any:
     """A JSON file; a missing file is a ``MissingInputError`` saying what it is (``what``), bad
     JSON is ``error`` naming the file."""

@@ -714,6 +714,10 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     try:
         trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
     except KeyboardInterrupt:
+        for callback in trainer.callback_handler.callbacks:  # close the progress bar now, so the message is last
+            bar = getattr(callback, "training_bar", None)
+            if bar is not None:
+                bar.close()
         last = _last_checkpoint(run)
         where = (f"the last complete checkpoint is {last.name}; continue with --resume" if last is not None
                  else "no checkpoint was complete yet; start again (the folder holds no finished run)")
