@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from stentor_hub.errors import MissingInputError, OutputExistsError, StentorError
+from stentor_hub.errors import DiskFullError, MissingInputError, OutputExistsError, StentorError
 
 # --- files ------------------------------------------------------------------------------------
 
@@ -34,6 +35,26 @@ def ordinary_permissions(path: str | os.PathLike) -> None:
     path = Path(path)
     for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
         os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size if path.exists() else 0
+
+
+def disk_full(error: OSError, folder: str | os.PathLike, what: str, written: int = 0) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming ``folder``, ``what`` was being written and the space needed,
+    when ``error`` is a full disk (or quota); ``None`` for any other error."""
+    if getattr(error, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    existing = Path(folder)
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    return DiskFullError(f"no space left on the disk of {folder} while writing {what}: {free:,} bytes free, and more "
+                         f"than the {written:,} bytes written so far are needed; free some space (or choose a folder "
+                         "on another disk) and run again. Nothing half-written was left in place")
 
 
 @contextlib.contextmanager
@@ -53,6 +74,12 @@ def replace_atomically(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         ordinary_permissions(tmp)  # mkstemp makes it owner-only
         os.replace(tmp, path)
+    except OSError as e:
+        full = disk_full(e, path.parent, path.name, _size(tmp))
+        tmp.unlink(missing_ok=True)
+        if full is not None:
+            raise full from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -193,6 +220,12 @@ def build_folder(destination: str | os.PathLike, kind: str | None = None, flag: 
             write_folder_marker(tmp, kind)
             check_replaceable(destination, kind, flag)  # again: something may have appeared meanwhile
         install_folder(tmp, destination)
+    except OSError as e:
+        full = disk_full(e, destination.parent, f"{destination.name}/", _size(tmp))
+        if full is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise full from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -688,7 +688,8 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     Returns the :class:`~stentor_hub.run_dir.RunDir`. Raises :class:`RecipeError` (a
     ``ValueError``) or :class:`~stentor_hub.errors.MissingInputError` for bad input, before
     anything is written."""
-    from stentor_hub.helpers import write_text_atomic
+    from stentor_hub.errors import DiskFullError
+    from stentor_hub.helpers import disk_full, write_text_atomic
     from stentor_hub.recipes.callbacks import COMPLETE_MARKER
     from stentor_hub.tokenizer import export_tokenizer
 
@@ -722,6 +723,13 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         where = (f"the last complete checkpoint is {last.name}; continue with --resume" if last is not None
                  else "no checkpoint was complete yet; start again (the folder holds no finished run)")
         raise KeyboardInterrupt(f"interrupted at step {trainer.state.global_step}: {where}") from None
+    except OSError as e:
+        full = disk_full(e, run.checkpoints, f"the step-{trainer.state.global_step} checkpoint")
+        if full is None:
+            raise
+        last = _last_checkpoint(run)
+        resume = f"; the last complete checkpoint is {last.name}: continue with --resume" if last else ""
+        raise DiskFullError(f"{full}{resume}") from None
     train_seconds = time.perf_counter() - train_start
     trainer.accelerator.wait_for_everyone()
     if not setup.is_main:
