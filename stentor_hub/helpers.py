@@ -166,7 +166,7 @@ def check_replaceable(folder: str | os.PathLike, kind: str, flag: str) -> None:
     marker = read_folder_marker(folder)
     if marker is None:
         raise OutputExistsError(
-            f"{flag} {folder} is not a {kind} folder stentor-hub wrote (not a previous {kind}: no {FOLDER_MARKER}) "
+            f"{flag} {folder} is not a {kind} folder stentor-hub wrote: it is not a previous {kind} (no {FOLDER_MARKER}) "
             f"and holds files stentor-hub did not write ({_some(present)}); nothing was changed. "
             f"Choose a new or empty {flag}")
     if marker.get("kind") != kind:
