@@ -524,6 +524,9 @@ def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = 
         raise CardError(f"card template {e.name!r} is not in the template folder (nor in cards/)") from None
     except jinja2.TemplateSyntaxError as e:
         raise CardError(f"card template {e.filename or e.name}:{e.lineno}: {e.message}") from None
+    except (ValueError, TypeError) as e:  # a filter given a value of the wrong kind (|count on a text, ...)
+        raise CardError(f"card template could not format a value of the run ({type(e).__name__}: {e}); check the "
+                        "fields of run_manifest.json and the card config against what the template expects") from None
     body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
     return f"---\n{front_matter}---\n\n{body}"
 

@@ -140,6 +140,9 @@ class RunManifest:
     finished_at: str | None = None
 
     _SECTIONS = ("recipe", "model", "versions", "hardware", "t4_recipe", "data", "training", "best", "final")
+    _TRAINING_NUMBERS = ("tokens_seen", "steps", "epochs", "wall_time_seconds", "train_seconds", "tokens_per_second",
+                         "batch_size", "per_device_batch_size", "gradient_accumulation_steps", "tokens_per_step",
+                         "steps_per_epoch", "max_steps")
     _REQUIRED_RESULTS = {"best": (("step", int), ("eval_loss", float), ("eval_ppl", float)), "final": (("step", int),)}
 
     @classmethod
@@ -166,6 +169,10 @@ class RunManifest:
                 if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
                     raise RunDirError(f"{source}: '{section}.{key}' must be a number{' (an integer)' if kind is int else ''}, "
                                       f"got {value!r}")
+        for key in cls._TRAINING_NUMBERS:
+            value = data["training"].get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise RunDirError(f"{source}: 'training.{key}' must be a number, got {value!r}")
         for section in ("training", "best", "final"):
             for key, value in data[section].items():
                 if isinstance(value, float) and (not math.isfinite(value) or (value < 0 and key.endswith(("loss", "ppl")))):

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from stentor_hub.card import ModelCardFacts, load_card_config, summarize_blimp
+from stentor_hub.card import ModelCardFacts, load_card_config, render_card, summarize_blimp
 from stentor_hub.cli import main
 from stentor_hub.errors import CardError, RunDirError
 from stentor_hub.run_dir import RunDir
@@ -106,3 +106,21 @@ def test_bad_front_matter_in_a_markdown_card_config(tmp_path):
     path.write_text("---\nlicense: [unclosed\n---\n## Summary\nx\n")
     with pytest.raises(CardError, match="front matter is not valid YAML"):
         load_card_config(path)
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda m: m["training"].update(steps="x"), "'training.steps' must be a number, got 'x'"),
+    (lambda m: m["training"].update(wall_time_seconds="slow"), "'training.wall_time_seconds' must be a number"),
+    (lambda m: m.update(hardware="cpu"), "'hardware' must be a JSON object"),
+    (lambda m: m["training"].pop("tokens_seen"), "no attribute 'tokens_seen'"),
+])
+def test_manifest_mistakes_are_one_line_naming_the_field(fake_run, tmp_path, edit, field):
+    from stentor_hub.errors import StentorError
+
+    run = tmp_path / "run"
+    shutil.copytree(fake_run, run)
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    edit(manifest)
+    (run / "run_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StentorError, match=field):
+        render_card(ModelCardFacts.from_run(run))
