@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from stentor_hub.errors import QuickstartError
-from stentor_hub.helpers import (check_repo_id, claim_folder, looks_like_hub_id, write_folder_marker, write_json_atomic,
-                                 write_text_atomic)
+from stentor_hub.helpers import (FOLDER_MARKER, check_repo_id, claim_folder, looks_like_hub_id, write_folder_marker,
+                                 write_json_atomic, write_text_atomic)
 from stentor_hub.run_dir import RunDir
 
 RECIPE = "tiny-cpu"
@@ -510,7 +510,8 @@ def build_summary(workdir: Path, run: RunDir, inputs: Inputs, evaluation: Evalua
         "workdir": str(workdir),
         "run_dir": str(run),
         "repository": str(repo_dir),
-        "repository_files": sorted(p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*") if p.is_file()),
+        "repository_files": sorted(p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*")
+                                   if p.is_file() and p.name != FOLDER_MARKER),  # what is pushed
         "card": str(repo_dir / "README.md"),
         "inputs": {"corpus": inputs.train_sources, "eval": inputs.eval_sources or "held out from the corpus",
                    "vocab": str(inputs.vocab_path), "blimp": inputs.blimp},

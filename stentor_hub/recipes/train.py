@@ -701,7 +701,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     if setup.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
         if setup.resume_from is None or not (run.tokenizer / "tokenizer_config.json").is_file():
-            export_tokenizer(setup.vocab_path, run.tokenizer)  # a resumed run keeps the tokenizer it trained with
+            export_tokenizer(setup.vocab_path, run.tokenizer, mark=False)  # a resumed run keeps the tokenizer it trained with
         logger.info("model: %s parameters; data: %d train blocks, %d eval blocks of %d tokens%s", f"{parts.parameters:,}",
                     data.train_blocks, len(data.eval_dataset), config["data"]["block_size"],
                     " (from cache)" if data.tokens.from_cache else "")
