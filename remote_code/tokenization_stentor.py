@@ -15,6 +15,16 @@ Ids (stable; the model's embedding matrix depends on them):
 ====================  ===========================================================
 
 ``encode`` adds no BOS/EOS unless ``add_bos_token`` / ``add_eos_token`` are set.
+
+Unusual characters, the same in ``encode``, ``tokenizer(text)`` and batches:
+
+* C0 control characters other than tab, newline and carriage return (U+0000-U+0008, U+000B,
+  U+000C, U+000E-U+001F) and DEL (U+007F) have no token: they are dropped from what the ids
+  spell (``decode(encode("a\\x00b")) == "ab"``), though a token never spans one. C1 controls
+  (U+0080-U+009F) and format characters such as U+200B are kept, encoded as their UTF-8 bytes.
+* An unpaired surrogate (U+D800-U+DFFF in a ``str``: a JSON escape ``"\\ud800"``, a
+  ``surrogateescape`` decode) is not text and cannot be UTF-8 encoded: it raises ``ValueError``
+  naming its position, never a silent replacement. Fix the input, or pass ``bytes``-decoded text.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ EOS_TOKEN = "</s>"
 BOS_TOKEN = "<s>"
 RESERVED_TOKEN = "<|reserved_{}|>"
 ID_ALIGNMENT = 128
+_SURROGATE = re.compile("[\ud800-\udfff]")
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -178,6 +189,19 @@ class StentorTokenizer(PreTrainedTokenizer):
             self._specials_pattern_key = (id(encoder), len(encoder))
         return self._specials_pattern
 
+    def _encode_text(self, text: str) -> list[int]:
+        """TokenMonster ids of ``text``; an unpaired surrogate is a ValueError naming its position."""
+        try:
+            return self._vocab.encode(text)
+        except UnicodeEncodeError:
+            where = _SURROGATE.search(text)
+            if where is None:
+                raise
+            raise ValueError(
+                f"text holds the surrogate code point U+{ord(where.group()):04X} at character {where.start()} "
+                "(U+D800-U+DFFF: not valid Unicode text, e.g. from an unpaired JSON escape); fix the input"
+            ) from None
+
     def tokenize(self, text: str, **kwargs) -> list[str]:
         """Token strings of ``text``. Special-token strings written in the text (``</s>``,
         ``<s>``, reserved and added tokens) become those tokens unless
@@ -187,13 +211,13 @@ class StentorTokenizer(PreTrainedTokenizer):
         if pattern is not None and pattern.search(text):
             # rare: let transformers split on added tokens (it honours lstrip/rstrip/single_word)
             return super().tokenize(text, split_special_tokens=False, **kwargs)
-        ids = self._vocab.encode(text)
+        ids = self._encode_text(text)
         tokens = _TokenList(map(self._id_to_token.__getitem__, ids))
         tokens.ids = ids
         return tokens
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
-        return [self._id_to_token[i] for i in self._vocab.encode(text)]
+        return [self._id_to_token[i] for i in self._encode_text(text)]
 
     def convert_tokens_to_ids(self, tokens):
         if type(tokens) is _TokenList:
@@ -325,7 +349,7 @@ class StentorTokenizer(PreTrainedTokenizer):
         """What transformers' batch path returns for a plain batch (see _is_plain_batch),
         without its per-sequence overhead: encode each text, pad once, convert once."""
         pattern = self._special_tokens_regex(split_special_tokens)
-        encode = self._vocab.encode
+        encode = self._encode_text
         add_specials = add_special_tokens and (self.add_bos_token or self.add_eos_token)
         input_ids = []
         for text in texts:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import types
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,10 @@ def summarize_blimp(results: dict, descriptions: dict[str, str], source: str = "
         overall, task_results = float(results["overall"]), results["tasks"]
     except (KeyError, TypeError, ValueError):
         raise CardError(f"{source} has no numeric 'overall' and 'tasks'; pass the file `stentor-hub eval blimp` writes") from None
+    if not (math.isfinite(overall) and 0 <= overall <= 100):
+        raise CardError(f"{source}: 'overall' is {results['overall']!r}; an accuracy is a percentage from 0 to 100")
+    if not isinstance(task_results, dict):
+        raise CardError(f"{source}: 'tasks' must map task names to results, got {type(task_results).__name__}")
     tasks = []
     for uid in sorted(task_results):
         r = task_results[uid]
@@ -197,6 +202,10 @@ def summarize_blimp(results: dict, descriptions: dict[str, str], source: str = "
         except (KeyError, TypeError, ValueError) as e:
             raise CardError(f"{source}: task {uid!r} lacks a valid {e}; each task needs correct, total, accuracy, "
                              "field and linguistics_term") from None
+        task = tasks[-1]
+        if not (math.isfinite(task.accuracy) and 0 <= task.accuracy <= 100) or not 0 <= task.correct <= task.total:
+            raise CardError(f"{source}: task {uid!r} has accuracy {r['accuracy']!r}, correct {r['correct']!r}, total "
+                            f"{r['total']!r}; accuracy must be a percentage from 0 to 100 and 0 <= correct <= total")
     if not tasks:
         raise CardError(f"{source} has no tasks")
     by_accuracy = sorted(tasks, key=lambda t: (-t.accuracy, t.uid))
@@ -274,6 +283,7 @@ def load_card_config(path: str | os.PathLike | None) -> dict:
     for key in PROSE_SECTIONS:
         if key not in MERGED_PROSE and user.get(key):
             sections.append(AuthorSection.parse(key.replace("_", " ").capitalize(), user.pop(key), path))
+    check_card_metadata(user, path)
     merged = {**config, **user, "sections": sections}
     for key, value in config.items():  # nested settings merge one level deep (generation: {temperature: 0.7})
         if isinstance(value, dict) and isinstance(user.get(key), dict):
@@ -332,6 +342,37 @@ def _check_settings(config: dict, path: Path) -> None:
     url = config.get("project_url")
     if url is not None and not (isinstance(url, str) and re.match(r"https?://\S+$", url)):
         raise CardError(f"card config {path}: 'project_url' must be an http(s) URL, got {url!r}")
+
+
+_LANGUAGE = re.compile(r"[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+_LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+
+
+def check_card_metadata(config: dict, source: str | os.PathLike) -> None:
+    """The Hub metadata keys of a card config have the shapes the Hub accepts (``license`` an id
+    such as ``apache-2.0``, ``language`` ISO codes, ``tags``/``datasets`` lists of text, ``widget``
+    a list of ``{text: ...}``); else a :class:`CardError` naming the file, key, value and shape."""
+    def text_list(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
+
+    rules = {
+        "model_name": (lambda v: isinstance(v, str) and v.strip(), "a non-empty text"),
+        "license": (lambda v: isinstance(v, str) and _LICENSE.fullmatch(v), "a license id such as apache-2.0 or mit"),
+        "language": (lambda v: (isinstance(v, str) and _LANGUAGE.fullmatch(v))
+                     or (text_list(v) and all(_LANGUAGE.fullmatch(x) for x in v)), "an ISO 639 code or a list of them (en, fr)"),
+        "library_name": (lambda v: isinstance(v, str) and v.strip(), "a library name such as transformers"),
+        "pipeline_tag": (lambda v: isinstance(v, str) and re.fullmatch(r"[a-z0-9-]+", v), "a task id such as text-generation"),
+        "tags": (text_list, "a list of texts"),
+        "datasets": (lambda v: text_list(v) and all(looks_like_hub_id(x) or "/" not in x for x in v),
+                     "a list of Hub dataset ids (OWNER/NAME)"),
+        "widget": (lambda v: isinstance(v, list) and all(isinstance(w, dict) and isinstance(w.get("text"), str) for w in v),
+                   "a list of mappings with a 'text' prompt, e.g. [{text: 'Once upon a time'}]"),
+        "base_model": (lambda v: isinstance(v, str) or text_list(v), "a Hub model id or a list of them"),
+        "eval_dataset": (lambda v: isinstance(v, (str, dict)), "a dataset name or a mapping {name, type, split}"),
+    }
+    for key, (ok, shape) in rules.items():
+        if key in config and config[key] is not None and not ok(config[key]):
+            raise CardError(f"card config {source}: '{key}' is {config[key]!r}; it must be {shape}")
 
 
 def _markdown_sections(body: str, path: Path) -> list[tuple[str, str]]:
@@ -1139,13 +1180,7 @@ def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = 
     overrides any of our templates by name; the others still come from ``cards/``."""
     import jinja2
 
-    loaders = [jinja2.FileSystemLoader(str(resource_dir("cards")))]
-    if template_dir is not None:
-        if not Path(template_dir).is_dir():
-            raise MissingInputError(f"template folder {template_dir} does not exist")
-        loaders.insert(0, jinja2.FileSystemLoader(str(template_dir)))
-    env = jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = card_environment(template_dir)
     env.filters["count"] = format_count
     env.filters["num"] = format_number
     env.filters["pct"] = format_percent
@@ -1158,11 +1193,53 @@ def render_card(facts: ModelCardFacts, template_dir: str | os.PathLike | None = 
     try:
         body = env.get_template(CARD_TEMPLATE).render(facts=facts, f=facts, cc=facts.card_config, blimp=facts.blimp,
                                                       prose={k: facts.card_config.get(k) for k in PROSE_SECTIONS})
+    except jinja2.exceptions.SecurityError as e:
+        raise CardError(f"card template does something the card sandbox does not allow ({e}); a template may "
+                        "only format the facts it is given") from None
     except jinja2.UndefinedError as e:
         raise CardError(f"card template refers to a fact that does not exist: {e.message}") from None
+    except jinja2.TemplateNotFound as e:
+        raise CardError(f"card template {e.name!r} is not in the template folder (nor in cards/)") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise CardError(f"card template {e.filename or e.name}:{e.lineno}: {e.message}") from None
+    except (ValueError, TypeError) as e:  # a filter given a value of the wrong kind (|count on a text, ...)
+        raise CardError(f"card template could not format a value of the run ({type(e).__name__}: {e}); check the "
+                        "fields of run_manifest.json and the card config against what the template expects") from None
     body = place_author_sections(body, facts.card_config.get("sections") or [])
     body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
     return f"---\n{front_matter}---\n\n{body}"
+
+
+def card_environment(template_dir: str | os.PathLike | None = None):
+    """The Jinja environment cards render in: templates from ``template_dir`` (if given), then
+    ``cards/``. A template may come from anyone, so it runs sandboxed (Jinja's
+    ``SandboxedEnvironment``): no ``_`` attributes, no way to the environment (the token), no
+    attribute of a path, file or module (so no reading files), and no template file outside the
+    template folders (``..`` and symlinks leading out are refused)."""
+    import jinja2
+    import jinja2.sandbox
+
+    class ConfinedLoader(jinja2.FileSystemLoader):
+        def get_source(self, environment, template):
+            source, filename, uptodate = super().get_source(environment, template)
+            roots = [os.path.realpath(root) for root in self.searchpath]
+            if not any(os.path.commonpath([os.path.realpath(filename), root]) == root for root in roots):
+                raise jinja2.TemplateNotFound(template)
+            return source, filename, uptodate
+
+    class CardSandbox(jinja2.sandbox.SandboxedEnvironment):
+        def is_safe_attribute(self, obj, attr, value):
+            if isinstance(obj, (os.PathLike, io.IOBase, types.ModuleType)) or isinstance(value, types.ModuleType):
+                return False
+            return super().is_safe_attribute(obj, attr, value)
+
+    loaders = [ConfinedLoader(str(resource_dir("cards")))]
+    if template_dir is not None:
+        if not Path(template_dir).is_dir():
+            raise MissingInputError(f"template folder {template_dir} does not exist")
+        loaders.insert(0, ConfinedLoader(str(template_dir)))
+    return CardSandbox(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
 
 class _NoAliasDumper(yaml.SafeDumper):

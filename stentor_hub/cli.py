@@ -32,8 +32,8 @@ def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse
     except StentorError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line (what was interrupted, how to go on), no traceback
+        print(f"{name}: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
 

@@ -21,6 +21,11 @@ class OutputExistsError(StentorError, FileExistsError):
     """An output folder holds files stentor-hub did not write; nothing is overwritten."""
 
 
+class DiskFullError(StentorError, OSError):
+    """The disk filled up while writing; the message names the folder and the space it needed.
+    Nothing half-written is left in place (the previous file or folder, if any, is kept)."""
+
+
 class RecipeError(StentorError, ValueError):
     """A recipe or its inputs cannot be trained; the message says what to change."""
 

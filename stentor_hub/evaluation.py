@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from stentor_hub.errors import EvaluationError, MissingInputError
-from stentor_hub.helpers import looks_like_hub_id, read_jsonl, write_json_atomic
+from stentor_hub.helpers import check_output_file, looks_like_hub_id, read_jsonl, write_json_atomic
 from stentor_hub.run_dir import RunDir, tokenizer_folder
 
 if TYPE_CHECKING:  # the CLI imports this module for --help; torch loads only when used
@@ -572,6 +572,8 @@ def run_blimp(
 ) -> dict:
     """:func:`evaluate_blimp` for a model folder or Hub id; writes ``out`` (``blimp_results.json``)
     if given. The data is read before the model is loaded, so bad data fails fast."""
+    if out is not None:  # before the evaluation, not after it: a bad --out must not lose an hour of scoring
+        check_output_file(out, "--out", EvaluationError)
     pairs = load_blimp(data, tasks=tasks, limit=limit)
     loaded, tok = load_model_and_tokenizer(model, tokenizer=tokenizer, device=device, dtype=dtype)
     results = evaluate_blimp(
@@ -605,6 +607,8 @@ def run_perplexity(
     """:func:`evaluate_perplexity` for a model folder or Hub id; writes ``out`` if given.
     ``data`` is a path, glob or Hub id, or a source mapping as in the recipe YAML;
     ``block_size`` defaults to the training run's (from its manifest), else the model's window."""
+    if out is not None:
+        check_output_file(out, "--out", EvaluationError)
     loaded, tok = load_model_and_tokenizer(model, tokenizer=tokenizer, device=device, dtype=dtype)
     if block_size is None:
         block_size = default_block_size(model) or _model_max_length(loaded)

@@ -11,6 +11,7 @@ module goes through :func:`_redact`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,14 +23,15 @@ from pathlib import Path
 from typing import Callable
 
 from stentor_hub.card import ModelCardFacts, plot_curves, render_card
-from stentor_hub.errors import MissingInputError, OutputExistsError, PublishError, PushError
-from stentor_hub.helpers import build_folder, check_repo_id
+from stentor_hub.errors import MissingInputError, PublishError, PushError
+from stentor_hub.helpers import FOLDER_MARKER, build_folder, check_branch, check_repo_id, check_replaceable
 from stentor_hub.run_dir import CURVES_FILE, MANIFEST_FILE, RunDir
 from stentor_hub.tokenizer import copy_tokenizer_files
 
 MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
 RUN_FILES = (CURVES_FILE, MANIFEST_FILE)
 GENERATE_PROMPT = "Once upon a time"
+STAGING_KIND = "staging"  # the kind in the folder marker of a staging folder
 
 __all__ = ["publish_run", "stage_repository", "check_staged", "push_folder", "PublishError", "PublishReport"]
 
@@ -50,20 +52,18 @@ def stage_repository(run_dir: "str | os.PathLike | RunDir", staging_dir: str | o
 
     The folder is built beside ``staging_dir`` and moved into place, so a failure leaves nothing
     half-written. An existing ``staging_dir`` is replaced only if it is empty or a previous staging
-    (it holds ``README.md`` and ``config.json``). Returns ``staging_dir``."""
+    holding nothing else (its marker lists the files stentor-hub wrote); a git clone, notes or data
+    of the user's make it an :class:`OutputExistsError`, before any work. Returns ``staging_dir``."""
     run, staging_dir = RunDir.open(run_dir), Path(staging_dir)
+    check_replaceable(staging_dir, STAGING_KIND, "--staging")
     facts = ModelCardFacts.from_run(run, blimp=blimp, card_config=card_config, repo_id=repo_id,
                                     checkpoint=checkpoint, template_dir=template_dir, compare=compare)
     if space_id is not None:
         from stentor_hub.space import space_url
 
         facts.space_id, facts.space_url = space_id, space_url(space_id)
-    if staging_dir.exists() and any(staging_dir.iterdir()) and not (
-        (staging_dir / "README.md").is_file() and (staging_dir / "config.json").is_file()
-    ):
-        raise OutputExistsError(f"staging folder {staging_dir} exists and is not a previous staging; choose a new --staging")
     render_card(facts, template_dir)  # a template error stops here, before any weights are copied
-    with build_folder(staging_dir) as tmp:
+    with build_folder(staging_dir, kind=STAGING_KIND, flag="--staging") as tmp:
         for name in MODEL_FILES:
             source = run.checkpoint(checkpoint) / name
             if not source.is_file():
@@ -295,7 +295,7 @@ def _co2_problems(co2) -> list[str]:
 def _load_in_fresh_process(folder: Path, timeout: float) -> dict:
     env = _offline_env()
     try:
-        proc = subprocess.run([sys.executable, "-c", _LOAD_CHECK, str(folder), GENERATE_PROMPT], env=env,
+        proc = subprocess.run([sys.executable, "-c", _LOAD_CHECK, str(folder.resolve()), GENERATE_PROMPT], env=env,
                               capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
     except subprocess.TimeoutExpired:
         raise PublishError(f"loading the staged repository took over {timeout:.0f} s in a fresh process") from None
@@ -315,16 +315,45 @@ class PushResult:
     commit_url: str
     commit_oid: str
     created_commit: bool  # False when the content was already there (no empty commit)
+    made_private: bool = False  # --private turned an existing public repository private
+
+
+HUB_TIMEOUT = 60.0  # seconds without an answer (connect, each read or write) before a Hub call fails
+
+
+@contextlib.contextmanager
+def hub_timeout(seconds: float):
+    """huggingface_hub's HTTP client waits forever by default (``timeout=None``); inside this
+    block every call it makes gives up after ``seconds`` without an answer."""
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
+
+    def client_with_timeout():
+        client = previous()
+        client.timeout = type(client.timeout)(seconds)
+        return client
+
+    set_client_factory(client_with_timeout)
+    try:
+        yield
+    finally:
+        set_client_factory(previous)
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
                 revision: str | None = None, commit_message: str | None = None,
-                delete_folders: tuple[str, ...] = (), repo_type: str = "model", space_sdk: str | None = None) -> PushResult:
+                delete_folders: tuple[str, ...] = (), repo_type: str = "model", space_sdk: str | None = None,
+                timeout: float = HUB_TIMEOUT) -> PushResult:
     """Create ``repo_id`` if needed and commit every file of ``folder`` in one commit, which
     first removes ``delete_folders`` from the repository (a folder replaced whole). Files whose
     content is already on the Hub are skipped by the client; unchanged content makes no commit.
     ``repo_type`` is ``"model"`` or ``"space"`` (then ``space_sdk`` names its SDK, e.g. ``"gradio"``).
-    Raises :class:`PushError` (a :class:`PublishError`; token redacted) on network or auth failures."""
+    With ``private``, an existing public repository is made private first (``update_repo_settings``)
+    or the push is refused. Every call gives up after ``timeout`` seconds without an answer.
+    Raises :class:`PushError` (a :class:`PublishError`; token redacted, naming the step) on network
+    or auth failures."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     folder = Path(folder)
@@ -333,20 +362,38 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
     secret = token or _current_token()
     branch = revision or "main"
     message = commit_message or f"Upload {folder.name} with stentor-hub"
+    made_private = False
+    step = "creating the repository"
     try:
-        api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk)
-        if branch != "main":
-            api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type=repo_type)
-        before = api.repo_info(repo_id, revision=branch, repo_type=repo_type).sha
-        existing = ({f.split("/", 1)[0] for f in api.list_repo_files(repo_id, revision=branch, repo_type=repo_type) if "/" in f}
-                    if delete_folders else set())
-        operations = [CommitOperationDelete(f"{name}/", is_folder=True) for name in delete_folders if name in existing]
-        operations += [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
-                       for path in sorted(folder.rglob("*")) if path.is_file()]
-        info = api.create_commit(repo_id, operations, commit_message=message, revision=branch, repo_type=repo_type)
+        with hub_timeout(timeout):
+            api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk)
+            if private:
+                step = "reading the repository's visibility"
+                if not api.repo_info(repo_id, repo_type=repo_type).private:
+                    step = "making the existing public repository private (--private)"
+                    api.update_repo_settings(repo_id, private=True, repo_type=repo_type)
+                    made_private = True
+                    if not api.repo_info(repo_id, repo_type=repo_type).private:
+                        raise PushError(f"push to {repo_id} refused: --private was asked but the Hub at {api.endpoint} "
+                                        "left the existing repository public. Nothing was committed.")
+            if branch != "main":
+                step = f"creating the branch {branch}"
+                api.create_branch(repo_id, branch=branch, exist_ok=True, repo_type=repo_type)
+            step = "reading the repository's current commit"
+            before = api.repo_info(repo_id, revision=branch, repo_type=repo_type).sha
+            existing = ({f.split("/", 1)[0] for f in api.list_repo_files(repo_id, revision=branch, repo_type=repo_type) if "/" in f}
+                        if delete_folders else set())
+            operations = [CommitOperationDelete(f"{name}/", is_folder=True) for name in delete_folders if name in existing]
+            operations += [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
+                           for path in sorted(folder.rglob("*")) if path.is_file() and path.name != FOLDER_MARKER]
+            step = "uploading the files and committing"
+            info = api.create_commit(repo_id, operations, commit_message=message, revision=branch, repo_type=repo_type)
+    except PushError:
+        raise
     except Exception as e:  # every failure becomes one message without the token
-        raise PushError(_explain_push_error(e, api.endpoint, repo_id, secret)) from None
-    return PushResult(commit_url=info.commit_url, commit_oid=info.oid, created_commit=info.oid != before)
+        raise PushError(_explain_push_error(e, api.endpoint, repo_id, secret, step, timeout)) from None
+    return PushResult(commit_url=info.commit_url, commit_oid=info.oid, created_commit=info.oid != before,
+                      made_private=made_private)
 
 
 def _current_token() -> str | None:
@@ -369,7 +416,8 @@ def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-def _explain_push_error(error: Exception, endpoint: str, repo_id: str, secret: str | None) -> str:
+def _explain_push_error(error: Exception, endpoint: str, repo_id: str, secret: str | None, step: str = "pushing",
+                        timeout: float = HUB_TIMEOUT) -> str:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     status = getattr(getattr(error, "response", None), "status_code", None)
@@ -387,13 +435,16 @@ def _explain_push_error(error: Exception, endpoint: str, repo_id: str, secret: s
     elif isinstance(error, HfHubHTTPError):
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         what = f"the Hub at {endpoint} answered an error: {first}"
-    elif (network := _network_error(error)) is not None:
+    elif (network := _network_error(error)) is not None and "Timeout" in type(network).__name__:
+        what = (f"the Hub at {endpoint} did not answer within {timeout:.0f} s while {step} "
+                f"({type(network).__name__}: timed out). Check the network and HF_ENDPOINT, then publish again.")
+    elif network is not None:
         during = f"{error} " if isinstance(error, RuntimeError) else ""  # e.g. "Error while uploading 'x' to the Hub."
         what = (f"{during}could not reach the Hub at {endpoint} ({type(network).__name__}: {str(network)[:200]}). "
                 "Check the network and HF_ENDPOINT, then publish again.")
     else:
         what = f"{type(error).__name__}: {str(error)[:500]}"
-    return _redact(f"push to {repo_id} failed: {what} {nothing}", secret)
+    return _redact(f"push to {repo_id} failed: {what} (step: {step}) {nothing}", secret)
 
 
 # --- the verb: stage, check, push --------------------------------------------------------------
@@ -428,6 +479,8 @@ def publish_run(run_dir: "str | os.PathLike | RunDir", repo_id: str | None, *, b
     checked with the model, linked from the card, and pushed after it. Raises
     :class:`PublishError` naming the failed step (:class:`PushError` for the push); the token is
     never in a message."""
+    if revision is not None:
+        check_branch(revision, PublishError)
     if repo_id is not None:
         check_repo_id(repo_id, PublishError)
     elif not dry_run:
@@ -444,7 +497,7 @@ def publish_run(run_dir: "str | os.PathLike | RunDir", repo_id: str | None, *, b
     try:
         stage_repository(run, folder, repo_id=repo_id, blimp=blimp, card_config=card_config,
                          template_dir=template_dir, checkpoint=checkpoint, space_id=space_id, compare=compare)
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != FOLDER_MARKER)
         if on_staged is not None:
             on_staged(folder, files)
         check = check_staged(folder)

@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from stentor_hub.errors import QuickstartError
-from stentor_hub.helpers import check_repo_id, looks_like_hub_id, write_json_atomic, write_text_atomic
+from stentor_hub.helpers import (FOLDER_MARKER, check_repo_id, claim_folder, looks_like_hub_id, write_folder_marker,
+                                 write_json_atomic, write_text_atomic)
 from stentor_hub.run_dir import RunDir
 
 RECIPE = "tiny-cpu"
@@ -52,7 +52,7 @@ SAMPLE_TOKENS = 40
 # the Stentor2-30M card's recommended sampling settings
 SAMPLING = {"do_sample": True, "top_p": 0.8, "temperature": 1.0, "repetition_penalty": 1.1}
 TOTAL_STEPS = 6
-MARKER = ".stentor-quickstart"  # a workdir holding it was made by quickstart and may be replaced
+WORKDIR_KIND = "quickstart workdir"  # the kind in the workdir's folder marker (helpers.FOLDER_MARKER)
 
 logger = logging.getLogger("stentor_hub.quickstart")
 
@@ -297,21 +297,16 @@ def check_holdout(config: dict) -> None:
 
 
 def prepare_workdir(workdir: Path) -> None:
-    """Create ``workdir``; a previous quickstart's folder (it holds the marker file) is replaced,
-    any other non-empty folder is refused."""
+    """Create ``workdir``; a previous quickstart's folder (its marker lists the files quickstart
+    wrote) has those files replaced, and any file quickstart did not write makes it refuse."""
     if workdir.exists() and not workdir.is_dir():
         raise QuickstartError(f"--workdir {workdir} is a file; choose a folder")
-    if workdir.is_dir() and any(workdir.iterdir()):
-        if not (workdir / MARKER).is_file():
-            raise QuickstartError(
-                f"--workdir {workdir} already holds files that quickstart did not write; choose a new or empty "
-                "--workdir (nothing is overwritten)"
-            )
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(workdir / MARKER, "made by stentor-hub quickstart; the next quickstart run replaces this folder\n")
-    if not os.access(workdir, os.W_OK):
+    existing = workdir
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise QuickstartError(f"--workdir {workdir} is not writable; choose another folder")
+    claim_folder(workdir, WORKDIR_KIND, "--workdir")
 
 
 def _check_push(push: bool, repo_id: str | None) -> None:
@@ -388,15 +383,18 @@ def run_quickstart(workdir: str | os.PathLike = DEFAULT_WORKDIR, corpus: str | N
     _check_push(push, repo_id)
     with timer.step("inputs"):
         inputs, pairs, config = check_inputs(workdir, corpus, vocab, blimp, blimp_limit, max_steps, overrides)
-    run, threads_used = train_step(config, workdir, threads, timer)
-    with timer.step("evaluation"):
-        evaluation = evaluate_step(run, config, pairs, workdir, blimp_limit)
-    staged = publish_step(run, inputs, evaluation, workdir, repo_id, push, timer)
-    with timer.step("sample"):
-        sample = sample_step(staged.repo_dir, prompt, seed, workdir)
-    summary = build_summary(workdir, run, inputs, evaluation, staged, prompt, sample, seed, threads_used, blimp_limit)
-    summary["seconds"] = timer.summary()
-    write_json_atomic(summary, workdir / "summary.json")
+    try:
+        run, threads_used = train_step(config, workdir, threads, timer)
+        with timer.step("evaluation"):
+            evaluation = evaluate_step(run, config, pairs, workdir, blimp_limit)
+        staged = publish_step(run, inputs, evaluation, workdir, repo_id, push, timer)
+        with timer.step("sample"):
+            sample = sample_step(staged.repo_dir, prompt, seed, workdir)
+        summary = build_summary(workdir, run, inputs, evaluation, staged, prompt, sample, seed, threads_used, blimp_limit)
+        summary["seconds"] = timer.summary()
+        write_json_atomic(summary, workdir / "summary.json")
+    finally:  # list what this run wrote, so the next quickstart may replace exactly that
+        write_folder_marker(workdir, WORKDIR_KIND)
     print_summary(summary)
     return summary
 
@@ -512,7 +510,8 @@ def build_summary(workdir: Path, run: RunDir, inputs: Inputs, evaluation: Evalua
         "workdir": str(workdir),
         "run_dir": str(run),
         "repository": str(repo_dir),
-        "repository_files": sorted(p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*") if p.is_file()),
+        "repository_files": sorted(p.relative_to(repo_dir).as_posix() for p in repo_dir.rglob("*")
+                                   if p.is_file() and p.name != FOLDER_MARKER),  # what is pushed
         "card": str(repo_dir / "README.md"),
         "inputs": {"corpus": inputs.train_sources, "eval": inputs.eval_sources or "held out from the corpus",
                    "vocab": str(inputs.vocab_path), "blimp": inputs.blimp},

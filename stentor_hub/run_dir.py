@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -139,6 +140,9 @@ class RunManifest:
     finished_at: str | None = None
 
     _SECTIONS = ("recipe", "model", "versions", "hardware", "t4_recipe", "data", "training", "best", "final")
+    _TRAINING_NUMBERS = ("tokens_seen", "steps", "epochs", "wall_time_seconds", "train_seconds", "tokens_per_second",
+                         "batch_size", "per_device_batch_size", "gradient_accumulation_steps", "tokens_per_step",
+                         "steps_per_epoch", "max_steps")
     _REQUIRED_RESULTS = {"best": (("step", int), ("eval_loss", float), ("eval_ppl", float)), "final": (("step", int),)}
 
     @classmethod
@@ -165,6 +169,16 @@ class RunManifest:
                 if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
                     raise RunDirError(f"{source}: '{section}.{key}' must be a number{' (an integer)' if kind is int else ''}, "
                                       f"got {value!r}")
+        for key in cls._TRAINING_NUMBERS:
+            value = data["training"].get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise RunDirError(f"{source}: 'training.{key}' must be a number, got {value!r}")
+        for section in ("training", "best", "final"):
+            for key, value in data[section].items():
+                if isinstance(value, float) and (not math.isfinite(value) or (value < 0 and key.endswith(("loss", "ppl")))):
+                    raise RunDirError(f"{source}: '{section}.{key}' is {value}, not a finite number"
+                                      f"{' >= 0' if key.endswith(('loss', 'ppl')) else ''}; the run that wrote it "
+                                      "diverged or the file was edited: retrain or fix the value")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known} | {"schema_version": version})
 
@@ -213,9 +227,13 @@ def read_curves(path: str | os.PathLike) -> list[CurvePoint]:
         if value == "":
             return None
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise RunDirError(f"{path}, line {line}: column {column} is not a number: {value!r}") from None
+        if not math.isfinite(number):
+            raise RunDirError(f"{path}, line {line}: column {column} is {value}, not a finite number; "
+                              "the run diverged there: retrain (lower optimizer.lr) or drop the row")
+        return number
 
     with path.open(newline="") as f:
         reader = csv.reader(f)

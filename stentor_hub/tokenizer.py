@@ -13,12 +13,13 @@ import shutil
 from pathlib import Path
 
 from stentor_hub._resources import shared_dir
-from stentor_hub.errors import MissingInputError, OutputExistsError, TokenizerError
-from stentor_hub.helpers import build_folder
+from stentor_hub.errors import MissingInputError, TokenizerError
+from stentor_hub.helpers import build_folder, check_replaceable
 
 DEFAULT_VOCAB = "english-8000-strict-nocapcode-v1"
 VOCAB_DIR_ENV = "STENTOR_VOCAB_DIR"
 HUB_VOCAB_REPO = "alasdairforsythe/tokenmonster"
+TOKENIZER_KIND = "tokenizer"  # the kind in the folder marker of an exported tokenizer
 
 
 def vocab_search_dirs() -> list[Path]:
@@ -107,18 +108,22 @@ def copy_tokenizer_files(tokenizer_dir: str | os.PathLike, into: str | os.PathLi
     return copied
 
 
-def export_tokenizer(vocab: str | os.PathLike, out_dir: str | os.PathLike):
+def export_tokenizer(vocab: str | os.PathLike, out_dir: str | os.PathLike, mark: bool = True):
     """Write a complete tokenizer folder (vocabulary, config with ``auto_map``, chat template,
     remote code) that ``AutoTokenizer.from_pretrained(out_dir, trust_remote_code=True)`` loads.
 
     The folder is written beside ``out_dir`` and moved into place, so a failure leaves no
-    half-written folder; an existing non-empty ``out_dir`` that is not a tokenizer folder is
-    refused. Returns the tokenizer."""
+    half-written folder. An existing ``out_dir`` is replaced only when it is empty or a tokenizer
+    folder stentor-hub exported holding nothing else (its marker lists the files); anything else is
+    an :class:`OutputExistsError` naming the files, before any work. ``mark=False`` (the
+    ``tokenizer/`` of a run folder, which the run itself guards) writes no marker and checks
+    nothing. Returns the tokenizer."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "tokenizer_config.json").is_file():
-        raise OutputExistsError(f"{out_dir} exists and is not a tokenizer folder; choose an empty or new --out")
+    kind = TOKENIZER_KIND if mark else None
+    if mark:
+        check_replaceable(out_dir, TOKENIZER_KIND, "--out")
     tokenizer = load_vocab_tokenizer(resolve_vocab(vocab))
-    with build_folder(out_dir) as staging:
+    with build_folder(out_dir, kind=kind, flag="--out") as staging:
         tokenizer.save_pretrained(str(staging))
     return tokenizer
 

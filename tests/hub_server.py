@@ -28,6 +28,7 @@ percent-encoded branch names or commit ids):
     GET  /api/{t}/OWNER/NAME/commits/REV          history, newest first
     GET  /api/{t}/OWNER/NAME/tree/REV[/PATH]      file listing (?recursive=true)
     POST [/{t}]/OWNER/NAME.git/info/lfs/objects/batch   LFS batch API, basic transfer
+    PUT  /api/{t}/OWNER/NAME/settings             visibility ("private" / "public"; owner only)
     PUT  /__lfs__/upload/OID?sig=...              the upload URL the batch answer hands out (no auth, as S3)
     POST /__lfs__/verify/OID
     HEAD|GET [/{t}]/OWNER/NAME/resolve/REV/PATH   with ETag, X-Repo-Commit, X-Linked-Etag/-Size, Range
@@ -327,6 +328,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._create_branch(repo_type, repo_id, "/".join(rest[1:]), json.loads(self._body() or b"{}"))
             if len(rest) >= 2 and rest[0] == "commits" and method == "GET":
                 return self._commits(repo_type, repo_id, rest[1])
+            if rest == ["settings"] and method == "PUT":
+                return self._update_settings(repo_type, repo_id, json.loads(self._body() or b"{}"))
             if len(rest) >= 2 and rest[0] == "tree" and method == "GET":
                 recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
                 return self._tree(repo_type, repo_id, rest[1], "/".join(rest[2:]), recursive)
@@ -421,6 +424,21 @@ class _Handler(BaseHTTPRequestHandler):
         if repo_type == "space":
             info["sdk"] = repo["sdk"]
         self._json(info)
+
+    def _update_settings(self, repo_type: str, repo_id: str, payload: dict) -> None:
+        """``PUT /api/<type>s/<id>/settings`` (``update_repo_settings``): visibility, owner only."""
+        self._writable_repo(repo_type, repo_id)
+        visibility = payload.get("visibility")
+        if visibility is None and "private" in payload:
+            visibility = "private" if payload["private"] else "public"
+        if visibility not in (None, "public", "private"):
+            raise HubError(400, f"invalid visibility: {visibility!r}")
+        with self.hub.storage.lock:
+            repo = self.hub.storage.load_repo(repo_type, repo_id)
+            if visibility is not None:
+                repo["private"] = visibility == "private"
+            self.hub.storage.save_repo(repo_type, repo_id, repo)
+        self._json({"private": repo["private"]})
 
     def _create_branch(self, repo_type: str, repo_id: str, branch: str, payload: dict) -> None:
         self._writable_repo(repo_type, repo_id)

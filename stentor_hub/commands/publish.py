@@ -32,6 +32,8 @@ def publish(args) -> int:
                          on_staged=list_files, on_checked=show_checks)
     if report.space_check is not None:
         print(f"staged and checked the Space {args.space} '{report.space_check.title}' (gradio {report.space_check.sdk_version})")
+    if report.push is not None and report.push.made_private:
+        print(f"{args.repo_id} was public; made it private (--private)")
     if report.push is None:
         also = "" if args.space is None else f" and the Space {args.space}"
         print(f"dry run: nothing was sent to the Hub (would push to {args.repo_id}{also})")
@@ -53,7 +55,7 @@ def register(subparsers) -> None:
     parser.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="Hub repository (created if needed)")
     parser.add_argument("--staging", metavar="DIR", help="keep the staged repository here (default: a temporary folder)")
     parser.add_argument("--dry-run", action="store_true", help="stage and check only; no network request at all")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--private", action="store_true", help="create the repository as private, or make an existing public one private")
     parser.add_argument("--revision", metavar="BRANCH", help="branch to commit to (created if needed; default main)")
     parser.add_argument("--commit-message", metavar="MSG", help="commit title")
     parser.add_argument("--space", metavar="OWNER/NAME",

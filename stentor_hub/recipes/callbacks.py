@@ -169,7 +169,27 @@ class ThroughputCallback(TrainerCallback):
 class CheckpointMarkerCallback(TrainerCallback):
     """The Trainer writes a checkpoint folder file by file; a crash can leave a partial one. After
     every complete save this writes a marker into the folder, and :func:`last_complete_checkpoint`
-    resumes only from marked folders."""
+    resumes only from marked folders. The marker also lists the training sessions up to that
+    step (``sessions``: earlier sessions, given as ``sessions_before``, and this one so far), so a
+    resumed run's manifest adds up time and tokens over all of them."""
+
+    def __init__(self, sessions_before: list[dict] | None = None, started_at: str | None = None):
+        self.sessions_before = list(sessions_before or [])
+        self.started_at = started_at
+        self.start_time = self.start_step = self.start_tokens = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_time = time.perf_counter()
+        self.start_step, self.start_tokens = state.global_step, state.num_input_tokens_seen
+
+    def sessions(self, state) -> list[dict]:
+        """The sessions up to now: the earlier ones and this one (steps, tokens, seconds)."""
+        if self.start_time is None:
+            return list(self.sessions_before)
+        return [*self.sessions_before, {
+            "started_at": self.started_at, "from_step": self.start_step, "to_step": state.global_step,
+            "tokens": int(state.num_input_tokens_seen - self.start_tokens),
+            "train_seconds": round(time.perf_counter() - self.start_time, 2)}]
 
     def on_save(self, args, state, control, **kwargs):
         import torch.distributed as dist
@@ -179,14 +199,34 @@ class CheckpointMarkerCallback(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                marker = {"step": state.global_step, "num_input_tokens_seen": state.num_input_tokens_seen}
+                marker = {"step": state.global_step, "num_input_tokens_seen": state.num_input_tokens_seen,
+                          "sessions": self.sessions(state)}
                 write_json_atomic(marker, folder / COMPLETE_MARKER)
+
+
+def weights_are_whole(folder: Path) -> bool:
+    """Whether every ``*.safetensors`` file of ``folder`` holds all the bytes its header promises
+    (a disk that filled up, or a copy cut short, leaves a file that looks fine but is truncated)."""
+    import struct
+
+    for path in Path(folder).glob("*.safetensors"):
+        try:
+            with open(path, "rb") as f:
+                (header_len,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(header_len))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+            return False
+        if path.stat().st_size < 8 + header_len + end:
+            return False
+    return True
 
 
 def last_complete_checkpoint(checkpoints_dir: Path, set_aside: bool = True) -> Path | None:
     """The newest ``checkpoint-N`` folder that carries the completion marker. With
     ``set_aside`` (the main process only), newer unmarked (crashed mid-write) folders are renamed
-    ``checkpoint-N.incomplete`` so the Trainer never loads or rotates them; nothing is deleted."""
+    ``checkpoint-N.incomplete``, and marked ones whose weights are truncated ``checkpoint-N.truncated``,
+    so the Trainer never loads or rotates them; nothing is deleted."""
     checkpoints_dir = Path(checkpoints_dir)
     if not checkpoints_dir.is_dir():
         return None
@@ -197,15 +237,17 @@ def last_complete_checkpoint(checkpoints_dir: Path, set_aside: bool = True) -> P
             found.append((int(name[len("checkpoint-"):]), folder))
     complete = None
     for step, folder in sorted(found, reverse=True):
-        if (folder / COMPLETE_MARKER).is_file():
+        marked = (folder / COMPLETE_MARKER).is_file()
+        if marked and weights_are_whole(folder):
             complete = folder
             break
         if not set_aside:
             continue
-        target = folder.with_name(f"{folder.name}.incomplete")
+        reason = "truncated" if marked else "incomplete"  # marked but its weights were cut short
+        target = folder.with_name(f"{folder.name}.{reason}")
         n = 1
         while target.exists():
-            target = folder.with_name(f"{folder.name}.incomplete{n}")
+            target = folder.with_name(f"{folder.name}.{reason}{n}")
             n += 1
         os.replace(folder, target)
     return complete

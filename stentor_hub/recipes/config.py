@@ -73,7 +73,10 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
                 hint = f"; did you mean {' or '.join(close)}?" if close else ""
                 raise RecipeError(f"unknown config key '{key}' in override '{override}'{hint}")
             if i == len(parts) - 1:
-                node[part] = _coerce_like(node[part], value)
+                try:
+                    node[part] = _coerce_like(node[part], value)
+                except RecipeError as e:
+                    raise RecipeError(f"override '{override}': {e} for {key}") from None
             else:
                 node = node[part]
     return config

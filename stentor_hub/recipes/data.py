@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from stentor_hub.errors import DataError, MissingInputError
-from stentor_hub.helpers import read_jsonl, replace_atomically
+from stentor_hub.helpers import not_utf8, read_jsonl, replace_atomically
 
 _WHITESPACE = re.compile(r"\s+")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
@@ -125,24 +125,43 @@ def local_files(path: str) -> list[Path]:
 def _txt_documents(path: Path) -> Iterator[str]:
     lines: list[str] = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                lines.append(line)
-            elif lines:
-                yield "".join(lines)
-                lines = []
+        try:
+            for line in f:
+                if line.strip():
+                    lines.append(line)
+                elif lines:
+                    yield "".join(lines)
+                    lines = []
+        except UnicodeDecodeError:
+            raise not_utf8(path, DataError) from None
     if lines:
         yield "".join(lines)
 
 
 def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+    """The ``text_field`` of every record; a record that is not an object, a text that is not a
+    string (a number, null, a list: never trained on as "5", "None", "['a']") or holds a lone
+    surrogate (``"\\ud800"``, not encodable) is a :class:`DataError` naming the file and line."""
     for lineno, record in read_jsonl(path, DataError):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: the record is a {type(record).__name__}, not a JSON object "
+                            f"with a '{text_field}' field")
         if text_field not in record:
             raise DataError(
                 f"{path}:{lineno}: no '{text_field}' field (has {sorted(record)[:8]}); "
                 f"set text_field in the data source"
             )
-        yield str(record[text_field])
+        text = record[text_field]
+        if not isinstance(text, str):
+            shown = "null" if text is None else json.dumps(text)[:40]
+            raise DataError(f"{path}:{lineno}: '{text_field}' is {shown} (a {type(text).__name__}), not a string; "
+                            "fix the record or drop it")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(f"{path}:{lineno}: '{text_field}' holds a lone surrogate {text[e.start]!r} at character "
+                            f"{e.start} (an unpaired \\ud800-\\udfff escape); fix the escape or drop the record") from None
+        yield text
 
 
 def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
@@ -151,8 +170,15 @@ def _parquet_documents(path: Path, text_field: str) -> Iterator[str]:
     table = pq.ParquetFile(path)
     if text_field not in table.schema_arrow.names:
         raise DataError(f"{path}: no '{text_field}' column (has {table.schema_arrow.names}); set text_field in the data source")
+    row = 0
     for batch in table.iter_batches(columns=[text_field]):
-        yield from (str(t) for t in batch.column(0).to_pylist() if t is not None)
+        for text in batch.column(0).to_pylist():
+            row += 1
+            if text is not None and not isinstance(text, str):
+                raise DataError(f"{path}: row {row}: column '{text_field}' is a {type(text).__name__} ({str(text)[:40]}), "
+                                "not a string; name a text column with text_field")
+            if text is not None:
+                yield text
 
 
 def _hub_documents(source: Source) -> Iterator[str]:

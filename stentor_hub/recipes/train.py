@@ -65,8 +65,113 @@ def resolve_mixed_precision(setting: str, device_type: str) -> str:
     return setting
 
 
+# What every recipe value may be: (types, lowest, highest, can be null, what is allowed). Checked
+# before anything else, so a bad value is one line naming the key, not a traceback mid-run.
+_INT, _NUM = (int,), (int, float)
+RECIPE_VALUES: dict[str, tuple] = {
+    "seed": (_INT, 0, None, False, "an integer >= 0"),
+    "model.vocab_size": (_INT, 1, None, False, "a positive integer"),
+    "model.hidden_size": (_INT, 1, None, False, "a positive integer"),
+    "model.intermediate_size": (_INT, 1, None, False, "a positive integer"),
+    "model.num_hidden_layers": (_INT, 1, None, False, "a positive integer"),
+    "model.num_attention_heads": (_INT, 1, None, False, "a positive integer"),
+    "model.num_key_value_heads": (_INT, 1, None, False, "a positive integer"),
+    "model.max_position_embeddings": (_INT, 2, None, False, "an integer >= 2"),
+    "tokenizer.vocab": ((str,), None, None, False, "a vocabulary name or path"),
+    "data.train_sources": ((list,), None, None, False, "a list of paths, Hub dataset ids or {path: ...} mappings"),
+    "data.eval_sources": ((list,), None, None, True, "a list of sources, or null to hold out validation text"),
+    "data.block_size": (_INT, 2, None, False, "an integer >= 2"),
+    "data.source_token_budget": (_INT, 1, None, True, "a positive integer or null"),
+    "data.max_eval_samples": (_INT, 1, None, True, "a positive integer or null"),
+    "optimizer.lr": (_NUM, 0, 10, False, "a number above 0 (at most 10)"),
+    "optimizer.betas": ((list, tuple), None, None, False, "two numbers in [0, 1), e.g. [0.9, 0.95]"),
+    "optimizer.eps": (_NUM, 0, 1, False, "a number above 0"),
+    "optimizer.weight_decay": (_NUM, 0, None, False, "a number >= 0"),
+    "schedule.type": ((str,), None, None, False, "cosine or wsd"),
+    "schedule.warmup_steps": (_INT, 0, None, False, "an integer >= 0"),
+    "schedule.total_steps": (_INT, 1, None, False, "a positive integer"),
+    "schedule.stable_steps": (_INT, 0, None, True, "an integer >= 0"),
+    "schedule.min_lr_ratio": (_NUM, 0, 1, True, "a number in [0, 1]"),
+    "training.batch_size": (_INT, 1, None, False, "a positive integer (sequences per optimizer step, all processes)"),
+    "training.gradient_accumulation_steps": (_INT, 1, None, False, "a positive integer"),
+    "training.epochs": (_NUM, 0, None, True, "a number above 0, or null"),
+    "training.token_budget": (_INT, 1, None, True, "a positive integer or null"),
+    "training.max_steps": (_INT, 1, None, True, "a positive integer or null"),
+    "training.max_grad_norm": (_NUM, 0, None, False, "a number above 0"),
+    "training.eval_steps": (_INT, 1, None, False, "a positive integer"),
+    "training.best_eval_start_step": (_INT, 0, None, False, "an integer >= 0"),
+    "training.logging_steps": (_INT, 1, None, False, "a positive integer"),
+    "training.save_steps": (_INT, 1, None, False, "a positive integer"),
+    "training.save_total_limit": (_INT, 1, None, True, "a positive integer or null"),
+    "training.dataloader_num_workers": (_INT, 0, None, False, "an integer >= 0"),
+    "training.ddp_timeout": (_INT, 1, None, True, "a positive number of seconds"),
+    "hub.repo_id": ((str,), None, None, True, "OWNER/NAME, or null to push nothing"),
+    "hub.strategy": ((str,), None, None, True, "end, every_save, checkpoint or all_checkpoints"),
+    "hub.private": ((bool,), None, None, True, "true or false"),
+    "hub.revision": ((str,), None, None, True, "a branch name, or null for main"),
+    "t4_recipe.enabled": ((bool,), None, None, False, "true or false"),
+    "t4_recipe.fp32_layers": (_INT, 0, None, False, "an integer >= 0"),
+}
+_STRICTLY_ABOVE = {"optimizer.lr", "optimizer.eps", "training.epochs", "training.max_grad_norm"}  # 0 not allowed
+RECIPE_SECTIONS = ("model", "tokenizer", "data", "optimizer", "schedule", "training", "t4_recipe")
+_OPTIONAL = {"data.eval_sources", "data.source_token_budget", "data.max_eval_samples", "schedule.stable_steps",
+             "schedule.min_lr_ratio", "training.epochs", "training.token_budget", "training.max_steps",
+             "training.save_total_limit", "training.ddp_timeout", "hub.repo_id", "hub.strategy", "hub.private",
+             "hub.revision"}
+# keys a recipe may carry beyond RECIPE_VALUES (model.* goes to LlamaConfig as it is)
+_OTHER_KEYS = {"name", "data.cache_dir", "data.shards_dir", "optimizer.fused", "training.mixed_precision", "t4_recipe.fp32_norms"}
+
+
+def check_recipe_values(config: dict[str, Any]) -> None:
+    """Every section present, no unknown key (outside ``model``), every value of the right type
+    and range (:data:`RECIPE_VALUES`); else one :class:`RecipeError` naming the key, the value and
+    what is allowed."""
+    import difflib
+
+    if not isinstance(config, dict):
+        raise RecipeError(f"a recipe must be a mapping of sections, got {type(config).__name__}")
+    for section in RECIPE_SECTIONS:
+        if not isinstance(config.get(section), dict):
+            got = "missing" if section not in config else f"{config[section]!r}"
+            raise RecipeError(f"recipe section '{section}' must be a mapping of settings, got {got}")
+    known = set(RECIPE_VALUES) | _OTHER_KEYS
+    for section, values in config.items():
+        if section not in RECIPE_SECTIONS + ("seed", "name", "hub"):  # hub: optional section
+            raise RecipeError(f"unknown recipe section '{section}'; the sections are {', '.join(RECIPE_SECTIONS)}")
+        if section == "model" or not isinstance(values, dict):
+            continue
+        for key in values:
+            dotted = f"{section}.{key}"
+            if dotted not in known:
+                close = difflib.get_close_matches(dotted, sorted(known), n=3, cutoff=0.6)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise RecipeError(f"unknown recipe key '{dotted}'{hint}")
+    for dotted, (types, low, high, nullable, allowed) in RECIPE_VALUES.items():
+        section, _, key = dotted.rpartition(".")
+        node = config.get(section) or {} if section else config
+        if key not in node:
+            if dotted in _OPTIONAL:
+                continue
+            raise RecipeError(f"recipe key '{dotted}' is missing; it must be {allowed}")
+        value = node[key]
+        if value is None and nullable:
+            continue
+        bad = (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+               or (isinstance(value, float) and not math.isfinite(value))
+               or (low is not None and (value < low or (value == low and dotted in _STRICTLY_ABOVE)))
+               or (high is not None and value > high))
+        if dotted == "optimizer.betas" and not bad:
+            bad = len(value) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                             and 0 <= b < 1 for b in value)
+        if dotted == "data.train_sources" and not bad:
+            bad = not value
+        if bad:
+            raise RecipeError(f"{dotted}={value!r} is not allowed: it must be {allowed}")
+
+
 def check_recipe(config: dict[str, Any], processes: int) -> None:
     """Configuration errors that need no data: sizes, batch split, budgets."""
+    check_recipe_values(config)
     model, data, training = config["model"], config["data"], config["training"]
     if data["block_size"] > model["max_position_embeddings"]:
         raise RecipeError(
@@ -277,6 +382,7 @@ class RunSetup:
     per_device_batch: int
     resume_from: Path | None
     tokens: Any = None  # stentor_hub.recipes.prepare.PreparedShards, prepared before the process group
+    sessions_before: list = field(default_factory=list)  # training sessions up to resume_from (its marker)
     args: Any = None  # transformers.TrainingArguments
     started_at: str = field(default_factory=_now)
     started: float = field(default_factory=time.perf_counter)
@@ -321,6 +427,7 @@ def setup_arguments(config: dict[str, Any], output_dir: str | os.PathLike, resum
     run = RunDir(Path(output_dir).expanduser().resolve())
     processes = world_size()
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    check_recipe_values(config)  # types and ranges first: the checks below index and divide by them
     model_cfg, data_cfg, train_cfg = config["model"], config["data"], config["training"]
     hub = config.get("hub") or {}
     check_recipe(config, processes)
@@ -330,7 +437,7 @@ def setup_arguments(config: dict[str, Any], output_dir: str | os.PathLike, resum
     vocab_path = resolve_vocab(config["tokenizer"]["vocab"])
     tokenizer = load_vocab_tokenizer(vocab_path)
     check_vocab(tokenizer, model_cfg)
-    resume_from = None
+    resume_from, sessions_before = None, []
     if resume:
         resume_from = cb.last_complete_checkpoint(run.checkpoints, set_aside=os.environ.get("RANK", "0") == "0")
         if resume_from is None and hub.get("repo_id"):
@@ -338,13 +445,14 @@ def setup_arguments(config: dict[str, Any], output_dir: str | os.PathLike, resum
         if resume_from is None:
             where = f"{run.checkpoints} or on the Hub ({hub['repo_id']})" if hub.get("repo_id") else str(run.checkpoints)
             raise RecipeError(f"--resume: no complete checkpoint in {where}; start a new run instead")
+        sessions_before = earlier_sessions(resume_from)
     setup = RunSetup(
         run=run, config=config, processes=processes, device_type=device_type, mixed_precision=mixed_precision,
         vocab_path=vocab_path, tokenizer=tokenizer,
         train_sources=[Source.parse(s) for s in data_cfg["train_sources"] or []],
         eval_sources=[Source.parse(s) for s in data_cfg.get("eval_sources") or []],
         per_device_batch=train_cfg["batch_size"] // (processes * train_cfg["gradient_accumulation_steps"]),
-        resume_from=resume_from,
+        resume_from=resume_from, sessions_before=sessions_before,
     )
     setup.tokens = prepare_data(setup)
     setup.args = training_arguments(setup)
@@ -390,6 +498,36 @@ def _checkpoint_from_hub(hub: dict, checkpoints_dir: Path) -> Path | None:
         while cb.last_complete_checkpoint(checkpoints_dir, set_aside=False) is None and time.monotonic() < deadline:
             time.sleep(1)
     return cb.last_complete_checkpoint(checkpoints_dir, set_aside=False)
+
+
+def earlier_sessions(checkpoint: Path) -> list[dict]:
+    """The training sessions up to ``checkpoint``, from its completion marker (a marker written
+    before sessions were recorded gives one session of unknown duration)."""
+    from stentor_hub.recipes.callbacks import COMPLETE_MARKER
+
+    marker = json.loads((checkpoint / COMPLETE_MARKER).read_text())
+    if isinstance(marker.get("sessions"), list) and marker["sessions"]:
+        return marker["sessions"]
+    return [{"started_at": None, "from_step": 0, "to_step": marker["step"], "tokens": marker["num_input_tokens_seen"],
+             "train_seconds": None}]
+
+
+def check_not_finished(setup: RunSetup, data: RunData) -> None:
+    """``--resume`` on a run that already reached its step or token budget (and wrote its manifest)
+    is refused: training again would redo the last step and overwrite final/, best/ and the manifest."""
+    from stentor_hub.recipes.callbacks import COMPLETE_MARKER
+
+    if setup.resume_from is None or not setup.run.manifest_file.is_file():
+        return
+    marker = json.loads((setup.resume_from / COMPLETE_MARKER).read_text())
+    step, tokens = marker["step"], marker["num_input_tokens_seen"]
+    budget = setup.config["training"].get("token_budget")
+    if step >= data.max_steps or (budget is not None and tokens >= budget):
+        limit = (f"training.max_steps={data.max_steps}" if step >= data.max_steps else f"training.token_budget={budget}")
+        raise RecipeError(
+            f"--resume: the run in {setup.run.path} is finished (its last checkpoint, step {step}, reached {limit}); "
+            "nothing was changed. To train further raise training.max_steps (or training.token_budget) with --resume, "
+            "or start a new run in another --output-dir")
 
 
 def training_arguments(setup: RunSetup):
@@ -500,7 +638,8 @@ def setup_trainer(setup: RunSetup, data: RunData, parts: RunModel, callbacks: li
         model=parts.model, args=setup.args, train_dataset=data.train_dataset, eval_dataset=data.eval_dataset,
         optimizers=(parts.optimizer, parts.scheduler),
         callbacks=[c for c in (stop_rules, T4RecipeCallback(parts.t4_counts) if t4_enabled else None, best,
-                               cb.CurvesCallback(setup.run.curves_file), cb.CheckpointMarkerCallback(),
+                               cb.CurvesCallback(setup.run.curves_file),
+                               cb.CheckpointMarkerCallback(setup.sessions_before, setup.started_at),
                                hub_push, *(callbacks or [])) if c],
     )
     trainer.callback_handler.callbacks.insert(0, cb.ThroughputCallback())  # first, so every logger sees it
@@ -558,6 +697,23 @@ def _data_record(setup: RunSetup, data: RunData) -> dict:
     }
 
 
+def session_totals(setup: RunSetup, state, train_seconds: float, tokens_before: int) -> dict:
+    """Time, tokens and throughput over every session of the run (a resumed run has several),
+    each session listed: ``wall_time_seconds``, ``train_seconds``, ``tokens_per_second``, ``sessions``."""
+    this = {"started_at": setup.started_at, "from_step": int(setup.resume_from.name.split("-")[-1]) if setup.resume_from else 0,
+            "to_step": state.global_step, "tokens": int(state.num_input_tokens_seen - tokens_before),
+            "train_seconds": round(train_seconds, 2), "wall_time_seconds": round(time.perf_counter() - setup.started, 2)}
+    sessions = [*setup.sessions_before, this]
+    train_total = sum(s.get("train_seconds") or 0 for s in sessions)
+    wall_total = sum(s.get("wall_time_seconds") or s.get("train_seconds") or 0 for s in sessions)
+    tokens_total = sum(s.get("tokens") or 0 for s in sessions)
+    totals = {"wall_time_seconds": round(wall_total, 2), "train_seconds": round(train_total, 2),
+              "tokens_per_second": round(tokens_total / max(train_total, 1e-9), 1), "sessions": sessions}
+    if any(s.get("train_seconds") is None for s in sessions):
+        totals["sessions_note"] = "a session before resuming recorded no duration; its time is not in the totals"
+    return totals
+
+
 def build_manifest(setup: RunSetup, data: RunData, parts: RunModel, state, stopped_by: str | None,
                    best_record: dict, train_seconds: float, tokens_before: int) -> RunManifest:
     """What was run, on what, and how it ended (``run_manifest.json``, schema 1)."""
@@ -579,9 +735,7 @@ def build_manifest(setup: RunSetup, data: RunData, parts: RunModel, state, stopp
             "tokens_seen": int(state.num_input_tokens_seen),
             "steps": state.global_step,
             "epochs": round(state.epoch or 0.0, 6),
-            "wall_time_seconds": round(time.perf_counter() - setup.started, 2),
-            "train_seconds": round(train_seconds, 2),
-            "tokens_per_second": round((state.num_input_tokens_seen - tokens_before) / max(train_seconds, 1e-9), 1),
+            **session_totals(setup, state, train_seconds, tokens_before),
             "stopped_by": stopped_by or "max_steps",
             "batch_size": global_batch,
             "per_device_batch_size": setup.per_device_batch,
@@ -606,6 +760,12 @@ def build_manifest(setup: RunSetup, data: RunData, parts: RunModel, state, stopp
     )
 
 
+def _last_checkpoint(run: RunDir) -> Path | None:
+    from stentor_hub.recipes.callbacks import last_complete_checkpoint
+
+    return last_complete_checkpoint(run.checkpoints, set_aside=False)
+
+
 def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = False,
           callbacks: list | None = None) -> RunDir:
     """Train a resolved recipe (see :func:`~stentor_hub.recipes.config.load_recipe`) into
@@ -614,17 +774,20 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     Returns the :class:`~stentor_hub.run_dir.RunDir`. Raises :class:`RecipeError` (a
     ``ValueError``) or :class:`~stentor_hub.errors.MissingInputError` for bad input, before
     anything is written."""
-    from stentor_hub.helpers import write_text_atomic
+    from stentor_hub.errors import DiskFullError
+    from stentor_hub.helpers import disk_full, write_text_atomic
     from stentor_hub.recipes.callbacks import COMPLETE_MARKER
     from stentor_hub.tokenizer import export_tokenizer
 
     setup = setup_arguments(config, output_dir, resume)
     data = setup_data(setup)
+    check_not_finished(setup, data)
     parts = setup_model(setup)
     run = setup.run
     if setup.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
-        export_tokenizer(setup.vocab_path, run.tokenizer)
+        if setup.resume_from is None or not (run.tokenizer / "tokenizer_config.json").is_file():
+            export_tokenizer(setup.vocab_path, run.tokenizer, mark=False)  # a resumed run keeps the tokenizer it trained with
         logger.info("model: %s parameters; data: %d train blocks, %d eval blocks of %d tokens%s", f"{parts.parameters:,}",
                     data.train_blocks, len(data.eval_dataset), config["data"]["block_size"],
                     "" if data.tokens.prepared_now else " (prepared before)")
@@ -635,7 +798,24 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
         tokens_before = json.loads((setup.resume_from / COMPLETE_MARKER).read_text())["num_input_tokens_seen"]
         logger.info("resuming from %s", setup.resume_from)
     train_start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
+    except KeyboardInterrupt:
+        for callback in trainer.callback_handler.callbacks:  # close the progress bar now, so the message is last
+            bar = getattr(callback, "training_bar", None)
+            if bar is not None:
+                bar.close()
+        last = _last_checkpoint(run)
+        where = (f"the last complete checkpoint is {last.name}; continue with --resume" if last is not None
+                 else "no checkpoint was complete yet; start again (the folder holds no finished run)")
+        raise KeyboardInterrupt(f"interrupted at step {trainer.state.global_step}: {where}") from None
+    except OSError as e:
+        full = disk_full(e, run.checkpoints, f"the step-{trainer.state.global_step} checkpoint")
+        if full is None:
+            raise
+        last = _last_checkpoint(run)
+        resume = f"; the last complete checkpoint is {last.name}: continue with --resume" if last else ""
+        raise DiskFullError(f"{full}{resume}") from None
     train_seconds = time.perf_counter() - train_start
     trainer.accelerator.wait_for_everyone()
     if not setup.is_main:
