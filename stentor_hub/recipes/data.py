@@ -414,13 +414,6 @@ def load_token_data(
 
     train_sources = [Source.parse(s) for s in train_sources]
     eval_sources = [Source.parse(s) for s in eval_sources or []]
-    if not train_sources:
-        raise DataError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
-    for source in train_sources + eval_sources:
-        if _looks_local(source.path) and not local_files(source.path):
-            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
-    if len(tokenizer) > 65535:
-        raise DataError(f"the tokenizer has {len(tokenizer)} ids; prepared shards store uint16 ids (at most 65535)")
     key = data_key(train_sources, eval_sources, tokenizer, block_size, source_token_budget, max_eval_samples)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     folder = cache_dir / key_digest(key)
