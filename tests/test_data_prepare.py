@@ -116,9 +116,11 @@ def test_a_folder_is_reused_only_for_its_own_data(tmp_path, tokenizer):
         PreparedShards(tmp_path / "nothing")
 
 
-PREPARE_ARGS = ["--config", "tiny-cpu", "--shard-tokens", "40000", "--no-progress",
-                'data.train_sources=[{path: "{shared}/corpora/gutenberg_train.txt", max_doc_chars: 60000}]',
-                "data.source_token_budget=600000"]
+# large enough (30 shards, about 12 MB of text) that the compiled engine on two workers is still
+# preparing when the test looks for its third shard
+PREPARE_ARGS = ["--config", "tiny-cpu", "--shard-tokens", "100000", "--no-progress",
+                'data.train_sources=["{shared}/corpora/gutenberg_train.txt"]',
+                "data.source_token_budget=3000000"]
 
 
 def test_sigkill_mid_prepare_resumes_from_the_last_shard_and_ends_byte_identical(tmp_path, shared):
