@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import re
@@ -67,7 +68,7 @@ def replace_atomically(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)  # see atomic_leftovers
     os.close(fd)
     tmp = Path(name)
     try:
@@ -83,6 +84,14 @@ def replace_atomically(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Temporary files that :func:`replace_atomically` left beside ``path`` when its process was
+    killed (SIGKILL, power loss) between creating and renaming them. Only the owner of ``path``'s
+    folder should delete them."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(path.suffix)}"))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

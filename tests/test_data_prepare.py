@@ -3,6 +3,7 @@ pipeline, the same bytes for any number of workers, resumable after SIGKILL, rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,9 +19,11 @@ from stentor_hub.recipes.data import BlockDataset, reference_token_data
 from stentor_hub.recipes.prepare import PreparedShards, ShardsError, prepare_shards
 
 
-def _shard_bytes(folder: Path) -> dict[str, bytes]:
-    """Every file a preparation leaves (shards and index), by name."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".bin", ".json")}
+def _shard_bytes(folder: Path) -> dict[str, str]:
+    """Every file a preparation leaves (shards, index, any leftover), by name: its size and SHA-256
+    (a difference reads as names and digests, not as megabytes of bytes)."""
+    return {p.name: f"{p.stat().st_size} {hashlib.sha256(p.read_bytes()).hexdigest()}"
+            for p in sorted(folder.iterdir()) if p.name != ".lock"}
 
 
 def _cli(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
@@ -44,7 +47,7 @@ def test_tiny_recipe_shards_equal_todays_pipeline_for_any_worker_count(tmp_path,
         assert len(shards.index["splits"]["train"]["shards"]) == -(-len(reference.train) // 50_000)
         outputs[workers] = _shard_bytes(tmp_path / f"w{workers}")
     assert outputs[1] == outputs[2] == outputs[3]
-    index = json.loads(outputs[1]["index.json"])
+    index = json.loads((tmp_path / "w1" / "index.json").read_text())
     assert index["format_version"] == 1 and index["dtype"] == "uint16" and not index["eval_held_out"]
     assert index["splits"]["train"]["tokens"] == len(reference.train) and index["tokenizer"] == index["key"]["tokenizer"]
     assert index["sources"]["train"][0]["path"].endswith("gutenberg_train.txt")
@@ -152,7 +155,40 @@ def test_sigkill_mid_prepare_resumes_from_the_last_shard_and_ends_byte_identical
     assert _shard_bytes(killed) == _shard_bytes(straight)
     # resumed, not redone: the shards written before the kill were left as they were
     assert {name: (killed / name).stat().st_mtime_ns for name in kept} == kept
-    assert not (killed / "progress.json").exists() and not list(killed.glob(".*.tmp"))
+    assert not (killed / "progress.json").exists() and not list(killed.glob(".*tmp*"))
+
+
+def test_what_a_kill_leaves_is_resumed_and_cleared(tmp_path, tokenizer, monkeypatch):
+    """Killed before the eval shards were recorded, and with a progress record half-written: the
+    next run finishes with the bytes of an uninterrupted one and nothing extra in the folder."""
+    from stentor_hub.helpers import replace_atomically
+    from stentor_hub.recipes import prepare
+
+    sources = _mixed_sources(tmp_path)
+    args = (sources, [sources[2]], tokenizer, 16, 700, 5)
+    prepare_shards(*args, tmp_path / "straight", workers=1, shard_tokens=64)
+
+    folder = tmp_path / "killed"
+    calls = []
+    real_write_progress = prepare._write_progress
+
+    def write_progress_then_die(path, state):
+        calls.append(state)
+        if len(calls) == 2:  # the eval shard is in place, its record not yet
+            raise SystemExit("killed")
+        real_write_progress(path, state)
+
+    monkeypatch.setattr(prepare, "_write_progress", write_progress_then_die)
+    with pytest.raises(SystemExit):
+        prepare_shards(*args, folder, workers=1, shard_tokens=64)
+    monkeypatch.undo()
+    assert (folder / "eval-00000.bin").is_file() and json.loads((folder / "progress.json").read_text())["eval"] is None
+    # and a SIGKILL inside an atomic write of the progress record: the temporary file stays behind
+    replace_atomically(folder / "progress.json").__enter__().write_text('{"key":')
+
+    resumed = prepare_shards(*args, folder, workers=2, shard_tokens=64)
+    assert resumed.prepared_now
+    assert _shard_bytes(folder) == _shard_bytes(tmp_path / "straight")
 
 
 def test_cli_bad_input_is_one_clear_line(tmp_path):
@@ -192,4 +228,4 @@ def test_hub_dataset_prepares_the_same_shards_as_its_parquet_file(tmp_path, shar
     a, b = _shard_bytes(tmp_path / "file"), _shard_bytes(tmp_path / "hub_shards")
     assert {k: v for k, v in a.items() if k != "index.json"} == {k: v for k, v in b.items() if k != "index.json"}
     assert len([k for k in a if k.startswith("train-")]) == 5
-    assert json.loads(b["index.json"])["sources"]["train"][0]["kind"] == "hub"
+    assert json.loads((tmp_path / "hub_shards" / "index.json").read_text())["sources"]["train"][0]["kind"] == "hub"

@@ -41,6 +41,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from stentor_hub.errors import DataError, MissingInputError
+from stentor_hub.helpers import atomic_leftovers, write_text_atomic
 from stentor_hub.recipes.data import (
     DATA_FORMAT_VERSION, Source, _looks_local, _source_identity, clean_text, default_cache_dir, iter_documents,
     local_files, tokenizer_fingerprint,
@@ -475,7 +476,9 @@ def prepare_shards(
         window = 2 * workers
         stats, started = {"bytes": 0}, time.perf_counter()
         try:
-            if state is None:
+            if state is None or state["eval"] is None:  # nothing yet, or killed before eval was complete
+                # recorded first, so eval shards a kill leaves behind are known to be ours
+                _write_progress(folder, {"key": key, "shard_tokens": shard_tokens, "eval": None, "train": []})
                 eval_writer = _ShardWriter(folder, "eval", shard_tokens, [])
                 if eval_sources:
                     eval_stream = _Interleaved(eval_sources, pool, window, stats)
@@ -514,12 +517,12 @@ def prepare_shards(
             "splits": {split: {"tokens": sum(s["tokens"] for s in done), "shards": done}
                        for split, done in (("train", train_writer.done), ("eval", state["eval"]))},
         }
-        from stentor_hub.helpers import write_text_atomic
-
         write_text_atomic(folder / INDEX_NAME, json.dumps(index, indent=1, default=str) + "\n")
         (folder / PROGRESS_NAME).unlink(missing_ok=True)
-        for leftover in folder.glob(".*.bin.tmp"):  # a shard a killed run had begun; ours
-            leftover.unlink()
+        # what a killed run had begun (a shard, a progress record): ours, in the folder we lock
+        for leftover in [*folder.glob(".*.bin.tmp"), *atomic_leftovers(folder / PROGRESS_NAME),
+                         *atomic_leftovers(folder / INDEX_NAME)]:
+            leftover.unlink(missing_ok=True)
     shards = PreparedShards(folder)
     shards.prepared_now, shards.seconds, shards.bytes_read = True, time.perf_counter() - started, stats["bytes"]
     return shards
@@ -539,7 +542,7 @@ def _read_progress(folder: Path, key: dict, shard_tokens: int) -> dict | None:
     if state["shard_tokens"] != shard_tokens:
         raise ShardsError(f"{folder}: the partial preparation there uses shards of {state['shard_tokens']} tokens, not "
                           f"{shard_tokens}; resume with the same shard size")
-    for shard in state["eval"] + state["train"]:
+    for shard in (state["eval"] or []) + state["train"]:
         if not (folder / shard["file"]).is_file():
             raise ShardsError(f"{folder / shard['file']} is missing: the partial preparation cannot be resumed; "
                               f"delete {folder} to start over")
@@ -547,8 +550,6 @@ def _read_progress(folder: Path, key: dict, shard_tokens: int) -> dict | None:
 
 
 def _write_progress(folder: Path, state: dict) -> None:
-    from stentor_hub.helpers import write_text_atomic
-
     write_text_atomic(folder / PROGRESS_NAME, json.dumps(state, default=str) + "\n")
 
 
