@@ -359,13 +359,19 @@ def test_space_in_a_real_browser(running_space, trained_model, tmp_path):
 
         # temperature sweep: one output per temperature, side by side; the 0.9 one is the generated text
         page.get_by_role("tab", name="Temperature sweep").click()
-        page.locator("#temperatures").locator("textarea, input").first.fill(f"0.5, {TEMPERATURE}, 1.5")
+        # the tab mounts its content when first shown: type only once the box is there, and check it took
+        temperatures = page.locator("#temperatures").locator("textarea, input").first
+        expect(temperatures).to_be_visible(timeout=30_000)
+        temperatures.fill(f"0.5, {TEMPERATURE}, 1.5")
+        temperatures.press("Tab")
+        expect(temperatures).to_have_value(f"0.5, {TEMPERATURE}, 1.5")
         page.locator("#sweep-run").click()
         expect(page.locator("#sweep-2 textarea")).to_have_value(expected_hot, timeout=60_000)
         outputs = page.locator(".sweep-output:visible")
         assert outputs.count() == 3 and not page.locator("#sweep-3").is_visible()
         labels = [page.locator(f"#sweep-{i}").get_by_text(f"temperature {t}") for i, t in enumerate(("0.5", "0.9", "1.5"))]
-        assert all(label.is_visible() for label in labels)
+        for label in labels:
+            expect(label).to_be_visible()
         assert page.locator("#sweep-1 textarea").input_value() == expected
         assert page.locator("#sweep-0 textarea").input_value()
         boxes = [page.locator(f"#sweep-{i}").bounding_box() for i in range(3)]
