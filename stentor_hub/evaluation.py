@@ -557,6 +557,11 @@ def load_model_and_tokenizer(
     return loaded.to(device).eval(), loaded_tokenizer
 
 
+# what an existing --out file must hold to be taken for an earlier result and replaced
+BLIMP_RESULT_KEYS = ("overall", "tasks", "scoring")
+PERPLEXITY_RESULT_KEYS = ("eval_loss", "eval_ppl", "tokens")
+
+
 def run_blimp(
     model: str | os.PathLike,
     data: str | os.PathLike,
@@ -573,7 +578,7 @@ def run_blimp(
     """:func:`evaluate_blimp` for a model folder or Hub id; writes ``out`` (``blimp_results.json``)
     if given. The data is read before the model is loaded, so bad data fails fast."""
     if out is not None:  # before the evaluation, not after it: a bad --out must not lose an hour of scoring
-        check_output_file(out, "--out", EvaluationError)
+        check_output_file(out, "--out", EvaluationError, replaces=BLIMP_RESULT_KEYS)
     pairs = load_blimp(data, tasks=tasks, limit=limit)
     loaded, tok = load_model_and_tokenizer(model, tokenizer=tokenizer, device=device, dtype=dtype)
     results = evaluate_blimp(
@@ -608,7 +613,7 @@ def run_perplexity(
     ``data`` is a path, glob or Hub id, or a source mapping as in the recipe YAML;
     ``block_size`` defaults to the training run's (from its manifest), else the model's window."""
     if out is not None:
-        check_output_file(out, "--out", EvaluationError)
+        check_output_file(out, "--out", EvaluationError, replaces=PERPLEXITY_RESULT_KEYS)
     loaded, tok = load_model_and_tokenizer(model, tokenizer=tokenizer, device=device, dtype=dtype)
     if block_size is None:
         block_size = default_block_size(model) or _model_max_length(loaded)

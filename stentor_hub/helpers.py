@@ -239,9 +239,12 @@ def build_folder(destination: str | os.PathLike, kind: str | None = None, flag: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_output_file(path: str | os.PathLike, flag: str, error: type[StentorError]) -> Path:
+def check_output_file(path: str | os.PathLike, flag: str, error: type[StentorError],
+                      replaces: tuple[str, ...] = ()) -> Path:
     """Check, before any work, that a results file can be written at ``path``: not a folder, and
-    in a writable folder (created when written if missing). Raises ``error`` naming ``flag``."""
+    in a writable folder (created when written if missing). An existing file is replaced only if it
+    is a JSON object with every key of ``replaces`` (a result this project wrote), never another file.
+    Raises ``error`` naming ``flag``."""
     path = Path(path)
     if path.is_dir():
         raise error(f"{flag} {path} is a folder; name a file (e.g. {path / 'results.json'})")
@@ -252,6 +255,14 @@ def check_output_file(path: str | os.PathLike, flag: str, error: type[StentorErr
         raise error(f"{flag} {path} cannot be written ({existing} is not a writable folder); choose another {flag}")
     if path.exists() and not os.access(path, os.W_OK):
         raise error(f"{flag} {path} is read-only; choose another {flag}")
+    if path.exists() and replaces:
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            found = None
+        if not isinstance(found, dict) or not all(key in found for key in replaces):
+            raise error(f"{flag} {path} exists and is not a results file of this kind (it would be overwritten); "
+                        f"choose another {flag}, or move that file away")
     return path
 
 

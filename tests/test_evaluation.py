@@ -194,7 +194,8 @@ def test_cli_blimp_writes_results(tiny_model_dir, tiny_model, tokenizer, blimp_d
 
 def test_cli_bad_input_exits_2_and_keeps_previous_results(tiny_model_dir, blimp_dir, tmp_path, capsys):
     out = tmp_path / "blimp_results.json"
-    out.write_text('{"previous": true}')
+    previous = {"overall": 61.5, "tasks": {}, "scoring": "an earlier run", "previous": True}
+    out.write_text(json.dumps(previous))
     args = ["eval", "blimp", str(tiny_model_dir), "--out", str(out), "--no-progress"]
     assert main(args + ["--data", str(blimp_dir), "--tasks", "nope"]) == 2
     assert "unknown BLiMP task(s) nope" in capsys.readouterr().err
@@ -202,7 +203,7 @@ def test_cli_bad_input_exits_2_and_keeps_previous_results(tiny_model_dir, blimp_
     assert "BLiMP data not found" in capsys.readouterr().err
     assert main(["eval", "blimp", str(tmp_path / "no_model"), "--data", str(blimp_dir), "--out", str(out)]) == 2
     assert "model not found" in capsys.readouterr().err
-    assert json.loads(out.read_text()) == {"previous": True}
+    assert json.loads(out.read_text()) == previous
 
 
 # ---------------------------------------------------------------------------------------------

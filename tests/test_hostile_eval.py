@@ -124,3 +124,24 @@ def test_manifest_mistakes_are_one_line_naming_the_field(fake_run, tmp_path, edi
     (run / "run_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StentorError, match=field):
         render_card(ModelCardFacts.from_run(run))
+
+
+def test_an_existing_file_that_is_not_a_result_is_never_overwritten(tiny_model_dir, blimp_dir, tmp_path, capsys):
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    readme = tmp_path / "README.md"
+    readme.write_text("# my model\n")
+    for target in (notes, readme):
+        assert main(["eval", "blimp", str(tiny_model_dir), "--data", str(blimp_dir), "--limit", "1",
+                     "--out", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {target} exists and is not a results file" in err and "Traceback" not in err
+    assert notes.read_text() == '{"my": "notes"}' and readme.read_text() == "# my model\n"
+    # an earlier result of the same kind is replaced (the same command run again)
+    results = tmp_path / "blimp.json"
+    assert main(["eval", "blimp", str(tiny_model_dir), "--data", str(blimp_dir), "--limit", "1", "--out", str(results)]) == 0
+    assert main(["eval", "blimp", str(tiny_model_dir), "--data", str(blimp_dir), "--limit", "2", "--out", str(results)]) == 0
+    assert json.loads(results.read_text())["limit"] == 2
+    # but not by a perplexity run
+    assert main(["eval", "perplexity", str(tiny_model_dir), "--data", "x.txt", "--out", str(results)]) == 2
+    assert "is not a results file" in capsys.readouterr().err and json.loads(results.read_text())["limit"] == 2
