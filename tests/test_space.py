@@ -359,12 +359,16 @@ def test_space_in_a_real_browser(running_space, trained_model, tmp_path):
 
         # temperature sweep: one output per temperature, side by side; the 0.9 one is the generated text
         page.get_by_role("tab", name="Temperature sweep").click()
-        # the tab mounts its content when first shown: type only once the box is there, and check it took
+        # Gradio mounts a tab's content when it is first shown, and may mount it again with the
+        # default value a moment later: type until what was typed stays (a user sees it and retypes)
         temperatures = page.locator("#temperatures").locator("textarea, input").first
-        expect(temperatures).to_be_visible(timeout=30_000)
-        temperatures.fill(f"0.5, {TEMPERATURE}, 1.5")
-        temperatures.press("Tab")
-        expect(temperatures).to_have_value(f"0.5, {TEMPERATURE}, 1.5")
+        wanted = f"0.5, {TEMPERATURE}, 1.5"
+        for _ in range(40):
+            temperatures.fill(wanted)
+            page.wait_for_timeout(250)
+            if temperatures.input_value() == wanted:
+                break
+        expect(temperatures).to_have_value(wanted)
         page.locator("#sweep-run").click()
         expect(page.locator("#sweep-2 textarea")).to_have_value(expected_hot, timeout=60_000)
         outputs = page.locator(".sweep-output:visible")
