@@ -38,24 +38,31 @@ def ordinary_permissions(path: str | os.PathLike) -> None:
         os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
 
 
-def _size(path: Path) -> int:
+def folder_size(path: str | os.PathLike) -> int:
+    """Bytes in the files under ``path`` (or of the file ``path``; 0 if it is missing)."""
+    path = Path(path)
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
     return path.stat().st_size if path.exists() else 0
 
 
-def disk_full(error: OSError, folder: str | os.PathLike, what: str, written: int = 0) -> DiskFullError | None:
+def disk_full(error: BaseException, folder: str | os.PathLike, what: str, written: int = 0,
+              needed: int | None = None) -> DiskFullError | None:
     """A :class:`DiskFullError` naming ``folder``, ``what`` was being written and the space needed,
-    when ``error`` is a full disk (or quota); ``None`` for any other error."""
-    if getattr(error, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
-        return None
+    when ``error`` is a full disk (or quota); ``None`` for any other error. Some writers report a
+    full disk in their own words (``torch.save``: a ``RuntimeError`` of its zip writer): with
+    ``needed`` (the bytes the write takes), any error counts while the disk has less than that free."""
     existing = Path(folder)
     while not existing.exists():
         existing = existing.parent
     free = shutil.disk_usage(existing).free
-    return DiskFullError(f"no space left on the disk of {folder} while writing {what}: {free:,} bytes free, and more "
-                         f"than the {written:,} bytes written so far are needed; free some space (or choose a folder "
-                         "on another disk) and run again. Nothing half-written was left in place")
+    if getattr(error, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and (needed is None or free >= needed):
+        return None
+    space = (f"about {needed:,} are needed" if needed else
+             f"more than the {written:,} bytes written so far are needed")
+    return DiskFullError(f"no space left on the disk of {folder} while writing {what}: {free:,} bytes free, and {space}; "
+                         "free some space (or choose a folder on another disk) and run again. Nothing half-written "
+                         "was left in place")
 
 
 @contextlib.contextmanager
@@ -76,7 +83,7 @@ def replace_atomically(path: str | os.PathLike) -> Iterator[Path]:
         ordinary_permissions(tmp)  # mkstemp makes it owner-only
         os.replace(tmp, path)
     except OSError as e:
-        full = disk_full(e, path.parent, path.name, _size(tmp))
+        full = disk_full(e, path.parent, path.name, folder_size(tmp))
         tmp.unlink(missing_ok=True)
         if full is not None:
             raise full from None
@@ -230,7 +237,7 @@ def build_folder(destination: str | os.PathLike, kind: str | None = None, flag: 
             check_replaceable(destination, kind, flag)  # again: something may have appeared meanwhile
         install_folder(tmp, destination)
     except OSError as e:
-        full = disk_full(e, destination.parent, f"{destination.name}/", _size(tmp))
+        full = disk_full(e, destination.parent, f"{destination.name}/", folder_size(tmp))
         if full is not None:
             shutil.rmtree(tmp, ignore_errors=True)
             raise full from None

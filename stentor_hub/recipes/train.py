@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -766,6 +767,41 @@ def _last_checkpoint(run: RunDir) -> Path | None:
     return last_complete_checkpoint(run.checkpoints, set_aside=False)
 
 
+def _close_progress_bars(trainer) -> None:
+    """Close the Trainer's progress bar now, so that the message a stopped run ends with is the
+    last line printed."""
+    for callback in trainer.callback_handler.callbacks:
+        bar = getattr(callback, "training_bar", None)
+        if bar is not None:
+            bar.close()
+
+
+def _disk_full_in_training(error: BaseException, run: RunDir, step: int):
+    """The :class:`~stentor_hub.errors.DiskFullError` to stop with when ``error`` is the disk of
+    the run filling up (while the Trainer saved ``checkpoint-{step}``, or ours saved ``best/``),
+    naming the checkpoint to resume from; ``None`` for any other error. The half-written
+    checkpoint, this session's own and unmarked, is removed: it could only be set aside on resume,
+    taking the room the resume needs."""
+    from stentor_hub.errors import DiskFullError
+    from stentor_hub.helpers import disk_full, folder_size
+    from stentor_hub.recipes.callbacks import COMPLETE_MARKER
+
+    last = _last_checkpoint(run)
+    partial = run.checkpoints / f"checkpoint-{step}"
+    partial = partial if partial.is_dir() and not (partial / COMPLETE_MARKER).is_file() else None
+    if isinstance(error, DiskFullError):
+        full = error
+    else:
+        needed = max(folder_size(last) if last else 0, folder_size(partial) if partial else 0, 1 << 20)
+        full = disk_full(error, run.checkpoints, f"the step-{step} checkpoint", needed=needed)
+        if full is None:
+            return None
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    resume = f"; the last complete checkpoint is {last.name}: continue with --resume" if last else ""
+    return DiskFullError(f"{full}{resume}")
+
+
 def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = False,
           callbacks: list | None = None) -> RunDir:
     """Train a resolved recipe (see :func:`~stentor_hub.recipes.config.load_recipe`) into
@@ -774,8 +810,7 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     Returns the :class:`~stentor_hub.run_dir.RunDir`. Raises :class:`RecipeError` (a
     ``ValueError``) or :class:`~stentor_hub.errors.MissingInputError` for bad input, before
     anything is written."""
-    from stentor_hub.errors import DiskFullError
-    from stentor_hub.helpers import disk_full, write_text_atomic
+    from stentor_hub.helpers import write_text_atomic
     from stentor_hub.recipes.callbacks import COMPLETE_MARKER
     from stentor_hub.tokenizer import export_tokenizer
 
@@ -801,21 +836,17 @@ def train(config: dict[str, Any], output_dir: str | os.PathLike, resume: bool = 
     try:
         trainer.train(resume_from_checkpoint=str(setup.resume_from) if setup.resume_from else None)
     except KeyboardInterrupt:
-        for callback in trainer.callback_handler.callbacks:  # close the progress bar now, so the message is last
-            bar = getattr(callback, "training_bar", None)
-            if bar is not None:
-                bar.close()
+        _close_progress_bars(trainer)
         last = _last_checkpoint(run)
         where = (f"the last complete checkpoint is {last.name}; continue with --resume" if last is not None
                  else "no checkpoint was complete yet; start again (the folder holds no finished run)")
         raise KeyboardInterrupt(f"interrupted at step {trainer.state.global_step}: {where}") from None
-    except OSError as e:
-        full = disk_full(e, run.checkpoints, f"the step-{trainer.state.global_step} checkpoint")
+    except (OSError, RuntimeError) as e:
+        full = _disk_full_in_training(e, run, trainer.state.global_step)
         if full is None:
             raise
-        last = _last_checkpoint(run)
-        resume = f"; the last complete checkpoint is {last.name}: continue with --resume" if last else ""
-        raise DiskFullError(f"{full}{resume}") from None
+        _close_progress_bars(trainer)
+        raise full from None
     train_seconds = time.perf_counter() - train_start
     trainer.accelerator.wait_for_everyone()
     if not setup.is_main:
