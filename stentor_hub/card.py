@@ -26,7 +26,7 @@ import yaml
 from stentor_hub._resources import resource_dir
 from stentor_hub.errors import CardError, MissingInputError
 from stentor_hub.helpers import looks_like_hub_id, read_json, read_yaml_mapping, write_text_atomic
-from stentor_hub.run_dir import CurvePoint, RunDir, RunManifest
+from stentor_hub.run_dir import MANIFEST_FILE, CurvePoint, RunDir, RunManifest
 
 CARD_TEMPLATE = "model_card.md.j2"
 BLIMP_DESCRIPTIONS = "blimp_tasks.yaml"
@@ -512,6 +512,18 @@ class ModelCardFacts:
     @property
     def train_sources(self) -> list[str]:
         return [_describe_source(s) for s in _source_list(self.manifest.data.get("train_sources"))]
+
+    @property
+    def train_source_tokens(self) -> list[tuple[str, int]] | None:
+        """``(source, tokens it gave)`` for each train source, when the run recorded them."""
+        counts = self.manifest.data.get("source_tokens_by_source")
+        sources = self.train_sources
+        if not isinstance(counts, list) or len(counts) != len(sources) or len(sources) < 1:
+            return None
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+            raise CardError(f"{Path(self.run_dir) / MANIFEST_FILE}: data.source_tokens_by_source must be counts of tokens "
+                            f"(whole numbers, 0 or more), got {counts!r}")
+        return list(zip(sources, counts))
 
     @property
     def eval_sources(self) -> list[str]:

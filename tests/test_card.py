@@ -17,6 +17,7 @@ from stentor_hub._resources import resource_dir
 from stentor_hub.card import (ModelCardFacts, heading_anchor, indefinite_article, python_blocks, render_card,
                               split_sections, write_card)
 from stentor_hub.cli import main
+from stentor_hub.errors import CardError
 from stentor_hub.publish import PublishError, check_card_code, check_staged, stage_repository
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -96,6 +97,19 @@ def test_a_run_card_has_every_generated_section_with_computed_figures(run, blimp
     # citation generated from the metadata
     assert "@misc{tiny2026,\n  title = {tiny: a 598.3K-parameter language model},\n  author = {stentor}," in text
     assert "howpublished = {\\url{https://huggingface.co/stentor/tiny}}" in text
+
+
+def test_the_data_pipeline_says_what_each_source_gave(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = json.loads((copy / "run_manifest.json").read_text())["data"]
+    assert "source_tokens_by_source" not in data  # an older run: the total only
+    assert "| Tokens taken from the sources | 20,000 (all sources together) |" in render_card(ModelCardFacts.from_run(copy))
+    edit_manifest(copy, data={"source_tokens_by_source": [15000, 5000]})
+    assert "| Tokens taken from the sources | 20,000: sample.txt 15,000 (75.0%); epfml/FineWeb-HQ 5,000 (25.0%) |" in render_card(ModelCardFacts.from_run(copy))
+    edit_manifest(copy, data={"source_tokens_by_source": [15000, -5]})
+    with pytest.raises(CardError, match="source_tokens_by_source must be counts of tokens"):
+        render_card(ModelCardFacts.from_run(copy))
 
 
 def test_numbers_read_with_the_right_article():

@@ -65,6 +65,30 @@ def _mixed_sources(tmp_path: Path) -> list[str]:
     return [str(a), str(b), str(c)]
 
 
+def _tokens_per_source(sources, tokenizer, budget, held_out_tokens) -> list[int]:
+    """What each source gives to training, counted here from scratch: documents tagged with their
+    source, interleaved round-robin, the first whole documents held out, the rest cut at the budget."""
+    from stentor_hub.recipes.data import interleave, iter_token_documents
+
+    def documents(i):
+        return ((i, ids) for ids in iter_token_documents(sources[i], tokenizer))
+
+    tagged = interleave([documents(i) for i in range(len(sources))])
+    held = 0
+    for _, ids in tagged:
+        held += len(ids)
+        if held >= held_out_tokens:
+            break
+    counts, total = [0] * len(sources), 0
+    for i, ids in tagged:
+        take = len(ids) if budget is None else min(len(ids), budget - total)
+        counts[i] += take
+        total += take
+        if budget is not None and total >= budget:
+            break
+    return counts
+
+
 @pytest.mark.parametrize("budget", [777, None])
 def test_interleaving_held_out_split_and_exact_budget_match_the_reference(tmp_path, tokenizer, budget):
     sources = _mixed_sources(tmp_path)
@@ -79,6 +103,9 @@ def test_interleaving_held_out_split_and_exact_budget_match_the_reference(tmp_pa
         assert np.array_equal(np.asarray(shards.eval), reference.eval)
         assert np.array_equal(np.asarray(shards.train), reference.train)
     assert _shard_bytes(tmp_path / "w1") == _shard_bytes(tmp_path / "w3")
+    assert [r["tokens"] for r in shards.source_tokens("train")] == _tokens_per_source(sources, tokenizer, budget, 80)
+    assert shards.source_tokens("train")[1]["source"]["path"].endswith("b.jsonl")
+    assert sum(r["tokens"] for r in shards.source_tokens("eval")) == 80
 
     # blocks read from the map, across shard boundaries (37-token shards, 16-token blocks)
     dataset = BlockDataset(shards.train, 16)
@@ -189,6 +216,7 @@ def test_what_a_kill_leaves_is_resumed_and_cleared(tmp_path, tokenizer, monkeypa
     resumed = prepare_shards(*args, folder, workers=2, shard_tokens=64)
     assert resumed.prepared_now
     assert _shard_bytes(folder) == _shard_bytes(tmp_path / "straight")
+    assert sum(r["tokens"] for r in resumed.source_tokens("train")) == len(resumed.train) == 700
 
 
 def test_cli_bad_input_is_one_clear_line(tmp_path):

@@ -37,6 +37,7 @@ def test_manifest_records_the_run(tiny_run):
     assert training["tokens_seen"] == 40 * 16 * 128 == 40 * training["tokens_per_step"]
     assert data["block_size"] == 128 and data["train_blocks"] * 128 == data["train_tokens"] <= data["source_tokens"]
     assert data["eval_blocks"] == 64
+    assert data["source_tokens_by_source"] == [data["source_tokens"]]  # one train source: all of it
     assert manifest["best"]["step"] in (20, 40)
     assert manifest["final"]["step"] == 40
     assert manifest["final"]["eval_ppl"] == pytest.approx(math.exp(manifest["final"]["eval_loss"]))

@@ -192,6 +192,16 @@ class PreparedShards:
     def eval_held_out(self) -> bool:
         return bool(self.index["eval_held_out"])
 
+    def source_tokens(self, split: str = "train") -> list[dict] | None:
+        """Tokens each source gave to ``split``, ``[{"source": ..., "tokens": n}]`` in the recipe's
+        order (held-out eval tokens are counted against the train sources); ``None`` for a folder
+        prepared before the counts were recorded."""
+        counts = self.index["splits"][split].get("source_tokens")
+        if counts is None:
+            return None
+        sources = self.index["sources"]["eval" if split == "eval" and not self.eval_held_out else "train"]
+        return [{"source": source, "tokens": n} for source, n in zip(sources, counts)]
+
     def check_matches(self, key: dict) -> None:
         """Raise :class:`ShardsError` unless these shards hold the data ``key`` describes."""
         differ = _mismatch(key, self.index["key"])
@@ -309,6 +319,7 @@ class _Interleaved:
                 continue
             raw_index, tokens = item
             self.consumed[i] = raw_index + 1
+            self.source = i  # of the document returned: what per-source counts add to
             self.turn = (self.turn + 1) % len(self.active)
             return tokens
         return None
@@ -373,9 +384,10 @@ def _progress_bar(split: str, total: int | None, enabled: bool, initial: int = 0
 
 
 def _fill(stream: _Interleaved, writer: _ShardWriter, cap: int | None, bar, stats: dict, started: float,
-          on_shard=None, skip_first: int = 0) -> None:
+          source_tokens: list[int], on_shard=None, skip_first: int = 0) -> None:
     """Write the stream's documents until ``cap`` tokens (exactly: the last document is cut) or
-    the end. ``on_shard(state_before_doc, tokens_of_doc_written)`` runs after each complete shard;
+    the end, adding to ``source_tokens`` (one count per source) what each source gave.
+    ``on_shard(state_before_doc, tokens_of_doc_written)`` runs after each complete shard;
     ``skip_first`` drops the start of the first document (already written before a resume)."""
     while cap is None or writer.tokens < cap:
         before = stream.state() if on_shard else None
@@ -393,6 +405,7 @@ def _fill(stream: _Interleaved, writer: _ShardWriter, cap: int | None, bar, stat
             part, tokens = tokens[:room], tokens[room:]
             completed = writer.write(part)
             written += len(part)
+            source_tokens[stream.source] += len(part)
             bar.update(len(part))
             if completed and on_shard:
                 on_shard(before, written)
@@ -480,6 +493,7 @@ def prepare_shards(
                 # recorded first, so eval shards a kill leaves behind are known to be ours
                 _write_progress(folder, {"key": key, "shard_tokens": shard_tokens, "eval": None, "train": []})
                 eval_writer = _ShardWriter(folder, "eval", shard_tokens, [])
+                eval_source_tokens = [0] * len(eval_sources or train_sources)
                 if eval_sources:
                     eval_stream = _Interleaved(eval_sources, pool, window, stats)
                     train_stream = _Interleaved(train_sources, pool, window, stats)
@@ -487,21 +501,28 @@ def prepare_shards(
                     # rest of the last one is neither eval nor train (today's rule)
                     eval_stream = train_stream = _Interleaved(train_sources, pool, window, stats)
                 with contextlib.closing(_progress_bar("eval", max_eval_tokens, progress)) as bar:
-                    _fill(eval_stream, eval_writer, max_eval_tokens, bar, stats, started)
+                    _fill(eval_stream, eval_writer, max_eval_tokens, bar, stats, started, eval_source_tokens)
                 eval_writer.close()
                 state = {"key": key, "shard_tokens": shard_tokens, "eval": eval_writer.done, "train": [],
-                         "stream": train_stream.state(), "doc_offset": 0}
+                         "stream": train_stream.state(), "doc_offset": 0, "eval_source_tokens": eval_source_tokens,
+                         "train_source_tokens": [0] * len(train_sources)}
                 _write_progress(folder, state)
             else:
                 train_stream = _Interleaved(train_sources, pool, window, stats, state["stream"])
             train_writer = _ShardWriter(folder, "train", shard_tokens, state["train"])
+            # a partial preparation by an older stentor-hub has no counts: they stay unknown (None)
+            counts_known = state.get("train_source_tokens") is not None
+            train_source_tokens = list(state.get("train_source_tokens") or [0] * len(train_sources))
 
             def on_shard(stream_before_doc: dict, doc_offset: int) -> None:
+                # the counts include the part of the current document written so far, as the shards do
                 _write_progress(folder, {**state, "train": train_writer.done, "stream": stream_before_doc,
-                                         "doc_offset": doc_offset})
+                                         "doc_offset": doc_offset,
+                                         "train_source_tokens": train_source_tokens if counts_known else None})
 
             with contextlib.closing(_progress_bar("train", source_token_budget, progress, train_writer.tokens)) as bar:
-                _fill(train_stream, train_writer, source_token_budget, bar, stats, started, on_shard, state["doc_offset"])
+                _fill(train_stream, train_writer, source_token_budget, bar, stats, started, train_source_tokens, on_shard,
+                      state["doc_offset"])
             train_writer.close()
         finally:
             if pool is not None:
@@ -514,8 +535,9 @@ def prepare_shards(
             "key": key,
             "sources": {"train": [s.describe() for s in train_sources], "eval": [s.describe() for s in eval_sources]},
             "eval_held_out": not eval_sources,
-            "splits": {split: {"tokens": sum(s["tokens"] for s in done), "shards": done}
-                       for split, done in (("train", train_writer.done), ("eval", state["eval"]))},
+            "splits": {split: {"tokens": sum(s["tokens"] for s in done), "shards": done, "source_tokens": counts}
+                       for split, done, counts in (("train", train_writer.done, train_source_tokens if counts_known else None),
+                                                   ("eval", state["eval"], state.get("eval_source_tokens")))},
         }
         write_text_atomic(folder / INDEX_NAME, json.dumps(index, indent=1, default=str) + "\n")
         (folder / PROGRESS_NAME).unlink(missing_ok=True)

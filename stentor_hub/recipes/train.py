@@ -688,6 +688,9 @@ def _data_record(setup: RunSetup, data: RunData) -> dict:
         "train_sources": [s.describe() for s in setup.train_sources],
         "eval_sources": [s.describe() for s in setup.eval_sources] or "held out from the start of train_sources",
         "source_tokens": int(len(tokens.train)),
+        # what each train source gave, in train_sources' order (None: shards prepared without the counts)
+        "source_tokens_by_source": ([int(r["tokens"]) for r in counts] if (counts := tokens.source_tokens("train"))
+                                    is not None else None),
         "train_tokens": data.train_blocks * block,
         "eval_tokens": len(data.eval_dataset) * block,
         "block_size": block,
