@@ -386,6 +386,10 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
             operations = [CommitOperationDelete(f"{name}/", is_folder=True) for name in delete_folders if name in existing]
             operations += [CommitOperationAdd(path.relative_to(folder).as_posix(), str(path))
                            for path in sorted(folder.rglob("*")) if path.is_file() and path.name != FOLDER_MARKER]
+            card = folder / "README.md"
+            if card.is_file():
+                step = "validating README.md's metadata with the Hub"
+                _validate_card_with_hub(api.endpoint, card, repo_type, token=secret)
             step = "uploading the files and committing"
             info = api.create_commit(repo_id, operations, commit_message=message, revision=branch, repo_type=repo_type)
     except PushError:
@@ -394,6 +398,21 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = 
         raise PushError(_explain_push_error(e, api.endpoint, repo_id, secret, step, timeout)) from None
     return PushResult(commit_url=info.commit_url, commit_oid=info.oid, created_commit=info.oid != before,
                       made_private=made_private)
+
+
+def _validate_card_with_hub(endpoint: str, card: Path, repo_type: str, token: str | None) -> None:
+    """The Hub's own check of a card's metadata (what ``ModelCard.validate`` asks, sent to this
+    push's endpoint rather than the one read when huggingface_hub was imported); a refusal is a
+    :class:`PushError` quoting the Hub, before anything is committed."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    headers = {**build_hf_headers(token=token), "Accept": "text/plain"}
+    response = get_session().post(f"{endpoint}/api/validate-yaml", headers=headers,
+                                  json={"repoType": repo_type, "content": card.read_text(encoding="utf-8")})
+    if response.status_code == 400:
+        raise PushError(f"the Hub refused README.md's metadata: {response.text.strip()[:500]}; fix the card config "
+                        "(or the template) and publish again. Nothing was committed.")
+    hf_raise_for_status(response)
 
 
 def _current_token() -> str | None:

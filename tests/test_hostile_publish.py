@@ -3,6 +3,7 @@ Hub refuses are refused before any work, a silent server times out, a template s
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from huggingface_hub import HfApi
 from stentor_hub.card import ModelCardFacts, render_card
 from stentor_hub.cli import main
 from stentor_hub.errors import CardError, OutputExistsError
-from stentor_hub.publish import PublishError, push_folder, stage_repository
+from stentor_hub.publish import PublishError, PushError, push_folder, stage_repository
 
 from test_publish import TOKEN, blimp_file, fake_run, hub, hub_env, staged  # noqa: F401  (fixtures)
 
@@ -85,6 +86,21 @@ def test_private_onto_an_existing_public_repository_makes_it_private(hub_env, st
         anonymous.model_info("stentor/was-public")
     again = push_folder(staged, "stentor/was-public", private=True, commit_message="still private")
     assert not again.made_private  # already private: nothing to change
+
+
+def test_metadata_the_hub_refuses_stops_the_push_before_any_commit(hub_env, staged, tmp_path):
+    """The Hub's own validator (POST /api/validate-yaml, as ModelCard.validate) runs before the
+    commit; its refusal is quoted and nothing is committed."""
+    push_folder(staged, "stentor/validated", commit_message="first")
+    before = HfApi(endpoint=hub_env.url, token=TOKEN).model_info("stentor/validated").sha
+    broken = tmp_path / "broken"
+    shutil.copytree(staged, broken)
+    card = broken / "README.md"
+    card.write_text(card.read_text().replace("---\n", "---\nlicense: [unclosed\n", 1))
+    with pytest.raises(PushError, match=r"the Hub refused README.md's metadata: .*Invalid YAML.*Nothing was committed"):
+        push_folder(broken, "stentor/validated", commit_message="broken")
+    assert HfApi(endpoint=hub_env.url, token=TOKEN).model_info("stentor/validated").sha == before
+    assert any(path == "/api/validate-yaml" for _, path in hub_env.requests)
 
 
 def test_visibility_settings_endpoint_is_owner_only(hub_env, staged):
