@@ -309,3 +309,67 @@ def test_remote_code_uses_native_engine_when_installed(tokenizer):
     loaded through AutoTokenizer from the exported folder uses it."""
     _require_native()
     assert tokenizer._vocab.engine == tm.DEFAULT_ENGINE
+
+
+# Run by other Python interpreters: the remote code's pure engine, stdlib only, as the Hub ships it
+_IDS_ON_THIS_PYTHON = r"""
+import hashlib, json, os, random, sys, unicodedata
+os.environ["STENTOR_TOKENMONSTER"] = "python"
+sys.path.insert(0, sys.argv[1])
+import remote_code.tokenmonster as tm
+digest, exact = hashlib.sha256(), 0
+later = [0x1AC1, 0x1AC7, 0x1ACA, 0x0870, 0x0898, 0x1DFA, 0x2FFC, 0x1F6DD, 0x1FAE8, 0x31350, 0x0CF3]
+pool = [chr(c) for c in later] + list("aeiouAEIOU \u00e9\u00fc\u00f1\u0301\u0316\u0308 \ud55c\uad6d\u00c5\u212b")
+vocab = tm.Vocab.load(sys.argv[2])
+for line in open(sys.argv[3], encoding="utf-8"):
+    record = json.loads(line)
+    if "text" in record:
+        ids = vocab.encode(record["text"])
+        exact += ids == record["ids"]
+        digest.update(json.dumps(ids).encode())
+rng = random.Random(13)
+for _ in range(3000):
+    digest.update(json.dumps(vocab.encode("".join(rng.choice(pool) for _ in range(rng.randint(1, 24))))).encode())
+print(json.dumps({"unicode": unicodedata.unidata_version, "exact": exact, "digest": digest.hexdigest()}))
+"""
+
+
+def _pythons() -> dict[str, str]:
+    """Python 3.10-3.13 interpreters on this machine (pyenv's, or on PATH), by version."""
+    import glob
+    import shutil
+
+    found = {}
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    for minor in ("3.10", "3.11", "3.12", "3.13"):
+        candidates = sorted(glob.glob(os.path.join(root, "versions", f"{minor}.*", "bin", "python")))
+        candidates += [p for p in [shutil.which(f"python{minor}")] if p]
+        for path in candidates:
+            if subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
+                found[minor] = path
+                break
+    return found
+
+
+def test_the_same_ids_on_python_3_10_to_3_13(shared):
+    """Python 3.10's unicodedata is Unicode 13, the reference's tables; 3.11-3.13 carry 14-15.1.
+    On each, the shipped pure engine gives every vector's ids and the same ids for text full of
+    code points assigned after Unicode 13."""
+    from stentor_hub import remote_code
+
+    pythons = _pythons()
+    assert "3.10" in pythons and len(pythons) >= 3, (
+        f"found Python {sorted(pythons)}; this test needs 3.10 (Unicode 13) and two later ones "
+        "(e.g. `pyenv install 3.10 3.12 3.13`)")
+    vocab = shared / "tokenmonster" / "vocabs" / "english-8000-strict-nocapcode-v1.vocab"
+    vectors = shared / "tokenmonster" / "vectors" / "tokenize_english-8000-strict-nocapcode-v1.jsonl"
+    results = {}
+    for minor, python in pythons.items():
+        run = subprocess.run([python, "-c", _IDS_ON_THIS_PYTHON, str(remote_code.folder().parent), str(vocab), str(vectors)],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, f"Python {minor}: {run.stderr[-2000:]}"
+        results[minor] = json.loads(run.stdout)
+    n_vectors = sum(1 for line in vectors.open(encoding="utf-8") if '"text"' in line)
+    assert all(r["exact"] == n_vectors for r in results.values()), results
+    assert results["3.10"]["unicode"] == "13.0.0"
+    assert len({r["digest"] for r in results.values()}) == 1, results
