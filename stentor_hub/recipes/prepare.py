@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -450,22 +451,9 @@ def prepare_shards(
     here). The output is the same for any number of workers."""
     train_sources = [Source.parse(s) for s in train_sources]
     eval_sources = [Source.parse(s) for s in eval_sources or []]
-    if not train_sources:
-        raise DataError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
-    for source in train_sources + eval_sources:
-        if _looks_local(source.path) and not local_files(source.path):
-            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
-    if not eval_sources and max_eval_samples is None:
-        raise DataError("with no data.eval_sources, data.max_eval_samples must be set (blocks to hold out)")
-    if len(tokenizer) > np.iinfo(TOKEN_DTYPE).max + 1:
-        raise DataError(f"the tokenizer has {len(tokenizer)} ids; token shards store uint16 ids (at most 65536)")
-    if shard_tokens < 1:
-        raise DataError(f"shard_tokens must be positive, got {shard_tokens}")
     workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise DataError(f"--workers must be at least 1, got {workers}")
+    _check_inputs(train_sources, eval_sources, tokenizer, max_eval_samples, shard_tokens, workers)
     key = data_key(train_sources, eval_sources, tokenizer, block_size, source_token_budget, max_eval_samples)
-    max_eval_tokens = key["max_eval_tokens"]
     folder = Path(out_dir).expanduser()
     if (folder / INDEX_NAME).is_file():
         shards = PreparedShards(folder)
@@ -477,77 +465,131 @@ def prepare_shards(
             return prepare_shards(train_sources, eval_sources, tokenizer, block_size, source_token_budget,
                                   max_eval_samples, folder, workers, shard_tokens, progress)
         state = _read_progress(folder, key, shard_tokens)
-        pool = None
-        if workers > 1:
-            import multiprocessing as mp
-
-            # fork where there is one: the workers inherit the loaded tokenizer instead of unpickling it
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            pool = mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=(tokenizer,))
-        else:
-            _init_worker(tokenizer)
-        window = 2 * workers
-        stats, started = {"bytes": 0}, time.perf_counter()
-        try:
+        with _tokenizing_pool(tokenizer, workers) as pool:
+            job = _Job(folder, shard_tokens, pool, 2 * workers, progress)
             if state is None or state["eval"] is None:  # nothing yet, or killed before eval was complete
-                # recorded first, so eval shards a kill leaves behind are known to be ours
-                _write_progress(folder, {"key": key, "shard_tokens": shard_tokens, "eval": None, "train": []})
-                eval_writer = _ShardWriter(folder, "eval", shard_tokens, [])
-                eval_source_tokens = [0] * len(eval_sources or train_sources)
-                if eval_sources:
-                    eval_stream = _Interleaved(eval_sources, pool, window, stats)
-                    train_stream = _Interleaved(train_sources, pool, window, stats)
-                else:  # held out: the first documents of the train stream, cut at max_eval_tokens; the
-                    # rest of the last one is neither eval nor train (today's rule)
-                    eval_stream = train_stream = _Interleaved(train_sources, pool, window, stats)
-                with contextlib.closing(_progress_bar("eval", max_eval_tokens, progress)) as bar:
-                    _fill(eval_stream, eval_writer, max_eval_tokens, bar, stats, started, eval_source_tokens)
-                eval_writer.close()
-                state = {"key": key, "shard_tokens": shard_tokens, "eval": eval_writer.done, "train": [],
-                         "stream": train_stream.state(), "doc_offset": 0, "eval_source_tokens": eval_source_tokens,
-                         "train_source_tokens": [0] * len(train_sources)}
-                _write_progress(folder, state)
+                state, train_stream = _write_eval(job, key, train_sources, eval_sources)
             else:
-                train_stream = _Interleaved(train_sources, pool, window, stats, state["stream"])
-            train_writer = _ShardWriter(folder, "train", shard_tokens, state["train"])
-            # a partial preparation by an older stentor-hub has no counts: they stay unknown (None)
-            counts_known = state.get("train_source_tokens") is not None
-            train_source_tokens = list(state.get("train_source_tokens") or [0] * len(train_sources))
-
-            def on_shard(stream_before_doc: dict, doc_offset: int) -> None:
-                # the counts include the part of the current document written so far, as the shards do
-                _write_progress(folder, {**state, "train": train_writer.done, "stream": stream_before_doc,
-                                         "doc_offset": doc_offset,
-                                         "train_source_tokens": train_source_tokens if counts_known else None})
-
-            with contextlib.closing(_progress_bar("train", source_token_budget, progress, train_writer.tokens)) as bar:
-                _fill(train_stream, train_writer, source_token_budget, bar, stats, started, train_source_tokens, on_shard,
-                      state["doc_offset"])
-            train_writer.close()
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-        index = {
-            "format_version": SHARD_FORMAT_VERSION,
-            "dtype": "uint16",
-            "tokenizer": key["tokenizer"],
-            "key": key,
-            "sources": {"train": [s.describe() for s in train_sources], "eval": [s.describe() for s in eval_sources]},
-            "eval_held_out": not eval_sources,
-            "splits": {split: {"tokens": sum(s["tokens"] for s in done), "shards": done, "source_tokens": counts}
-                       for split, done, counts in (("train", train_writer.done, train_source_tokens if counts_known else None),
-                                                   ("eval", state["eval"], state.get("eval_source_tokens")))},
-        }
-        write_text_atomic(folder / INDEX_NAME, json.dumps(index, indent=1, default=str) + "\n")
-        (folder / PROGRESS_NAME).unlink(missing_ok=True)
-        # what a killed run had begun (a shard, a progress record): ours, in the folder we lock
-        for leftover in [*folder.glob(".*.bin.tmp"), *atomic_leftovers(folder / PROGRESS_NAME),
-                         *atomic_leftovers(folder / INDEX_NAME)]:
-            leftover.unlink(missing_ok=True)
+                train_stream = _Interleaved(train_sources, pool, job.window, job.stats, state["stream"])
+            train_shards, train_counts = _write_train(job, state, train_stream, source_token_budget)
+        _write_index(folder, key, train_sources, eval_sources, state, train_shards, train_counts)
     shards = PreparedShards(folder)
-    shards.prepared_now, shards.seconds, shards.bytes_read = True, time.perf_counter() - started, stats["bytes"]
+    shards.prepared_now, shards.seconds, shards.bytes_read = True, time.perf_counter() - job.started, job.stats["bytes"]
     return shards
+
+
+def _check_inputs(train_sources: list[Source], eval_sources: list[Source], tokenizer, max_eval_samples: int | None,
+                  shard_tokens: int, workers: int) -> None:
+    if not train_sources:
+        raise DataError("data.train_sources is empty: list at least one file, glob or Hub dataset id")
+    for source in train_sources + eval_sources:
+        if _looks_local(source.path) and not local_files(source.path):
+            raise MissingInputError(f"data source '{source.path}': no such file (or the glob matches nothing)")
+    if not eval_sources and max_eval_samples is None:
+        raise DataError("with no data.eval_sources, data.max_eval_samples must be set (blocks to hold out)")
+    if len(tokenizer) > np.iinfo(TOKEN_DTYPE).max + 1:
+        raise DataError(f"the tokenizer has {len(tokenizer)} ids; token shards store uint16 ids (at most 65536)")
+    if shard_tokens < 1:
+        raise DataError(f"shard_tokens must be positive, got {shard_tokens}")
+    if workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+
+
+@contextlib.contextmanager
+def _tokenizing_pool(tokenizer, workers: int):
+    """``workers`` processes that tokenize (``None`` with one: this process does it)."""
+    if workers == 1:
+        _init_worker(tokenizer)
+        yield None
+        return
+    import multiprocessing as mp
+
+    # fork where there is one: the workers inherit the loaded tokenizer instead of unpickling it
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    pool = mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=(tokenizer,))
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+@dataclasses.dataclass
+class _Job:
+    """What every step of one preparation shares."""
+
+    folder: Path
+    shard_tokens: int
+    pool: Any
+    window: int  # chunks in flight
+    progress: bool
+    stats: dict = dataclasses.field(default_factory=lambda: {"bytes": 0})
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+def _write_eval(job: _Job, key: dict, train_sources: list[Source], eval_sources: list[Source]) -> tuple[dict, _Interleaved]:
+    """Write the eval shards; returns the progress state recorded after them and the train stream
+    (which, with the eval split held out, has already given the eval documents)."""
+    # recorded first, so eval shards a kill leaves behind are known to be ours
+    _write_progress(job.folder, {"key": key, "shard_tokens": job.shard_tokens, "eval": None, "train": []})
+    writer = _ShardWriter(job.folder, "eval", job.shard_tokens, [])
+    counts = [0] * len(eval_sources or train_sources)
+    if eval_sources:
+        eval_stream = _Interleaved(eval_sources, job.pool, job.window, job.stats)
+        train_stream = _Interleaved(train_sources, job.pool, job.window, job.stats)
+    else:  # held out: the first documents of the train stream, cut at max_eval_tokens; the
+        # rest of the last one is neither eval nor train (today's rule)
+        eval_stream = train_stream = _Interleaved(train_sources, job.pool, job.window, job.stats)
+    with contextlib.closing(_progress_bar("eval", key["max_eval_tokens"], job.progress)) as bar:
+        _fill(eval_stream, writer, key["max_eval_tokens"], bar, job.stats, job.started, counts)
+    writer.close()
+    state = {"key": key, "shard_tokens": job.shard_tokens, "eval": writer.done, "train": [],
+             "stream": train_stream.state(), "doc_offset": 0, "eval_source_tokens": counts,
+             "train_source_tokens": [0] * len(train_sources)}
+    _write_progress(job.folder, state)
+    return state, train_stream
+
+
+def _write_train(job: _Job, state: dict, stream: _Interleaved, budget: int | None) -> tuple[list[dict], list[int] | None]:
+    """Write (or go on writing) the train shards, recording progress after each; returns them and
+    the tokens each source gave (``None`` when a partial preparation by an older stentor-hub
+    left no counts to go on from)."""
+    writer = _ShardWriter(job.folder, "train", job.shard_tokens, state["train"])
+    known = state.get("train_source_tokens") is not None
+    counts = list(state.get("train_source_tokens") or [0] * len(stream.consumed))
+
+    def on_shard(stream_before_doc: dict, doc_offset: int) -> None:
+        # the counts include the part of the current document written so far, as the shards do
+        _write_progress(job.folder, {**state, "train": writer.done, "stream": stream_before_doc, "doc_offset": doc_offset,
+                                     "train_source_tokens": counts if known else None})
+
+    with contextlib.closing(_progress_bar("train", budget, job.progress, writer.tokens)) as bar:
+        _fill(stream, writer, budget, bar, job.stats, job.started, counts, on_shard, state["doc_offset"])
+    writer.close()
+    return writer.done, counts if known else None
+
+
+def _write_index(folder: Path, key: dict, train_sources: list[Source], eval_sources: list[Source], state: dict,
+                 train_shards: list[dict], train_counts: list[int] | None) -> None:
+    """Write ``index.json`` (the folder becomes a usable dataset) and clear what the preparation
+    kept on the way: the progress record, and what a killed run had begun (a shard, a progress
+    record), ours in the folder we lock."""
+    index = {
+        "format_version": SHARD_FORMAT_VERSION,
+        "dtype": "uint16",
+        "tokenizer": key["tokenizer"],
+        "key": key,
+        "sources": {"train": [s.describe() for s in train_sources], "eval": [s.describe() for s in eval_sources]},
+        "eval_held_out": not eval_sources,
+        "splits": {split: {"tokens": sum(s["tokens"] for s in shards), "shards": shards, "source_tokens": counts}
+                   for split, shards, counts in (("train", train_shards, train_counts),
+                                                 ("eval", state["eval"], state.get("eval_source_tokens")))},
+    }
+    write_text_atomic(folder / INDEX_NAME, json.dumps(index, indent=1, default=str) + "\n")
+    (folder / PROGRESS_NAME).unlink(missing_ok=True)
+    for leftover in [*folder.glob(".*.bin.tmp"), *atomic_leftovers(folder / PROGRESS_NAME),
+                     *atomic_leftovers(folder / INDEX_NAME)]:
+        leftover.unlink(missing_ok=True)
 
 
 def _read_progress(folder: Path, key: dict, shard_tokens: int) -> dict | None:
