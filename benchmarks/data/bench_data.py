@@ -45,7 +45,7 @@ shards = prepare_recipe_data(config, tokenizer, workers=workers, out_dir=out)
 seconds = time.perf_counter() - started
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 me_cpu = me.ru_utime + me.ru_stime - before.ru_utime - before.ru_stime  # the preparation only, not the imports
-print(json.dumps({"seconds": seconds, "tokens": len(shards.train) + len(shards.eval), "bytes": shards.bytes_read,
+print(json.dumps({"engine": tokenizer._vocab.engine, "seconds": seconds, "tokens": len(shards.train) + len(shards.eval), "bytes": shards.bytes_read,
                   "main_rss_mb": me.ru_maxrss / 1024, "worker_rss_mb": kids.ru_maxrss / 1024,
                   "main_cpu_s": me_cpu, "workers_cpu_s": kids.ru_utime + kids.ru_stime}))
 """
@@ -54,8 +54,11 @@ print(json.dumps({"seconds": seconds, "tokens": len(shards.train) + len(shards.e
 def prepare(out: Path, workers: int, budget: int) -> dict:
     load_before = os.getloadavg()[0]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # run outside the checkout: `python -c` puts the working folder first, and a checkout there would
+    # shadow the installed stentor-hub (and its compiled engine)
     result = subprocess.run([sys.executable, "-c", _CHILD, str(out), str(workers), *BENCH_DATA,
-                             f"data.source_token_budget={budget}"], capture_output=True, text=True, env=env)
+                             f"data.source_token_budget={budget}"], capture_output=True, text=True, env=env,
+                            cwd=tempfile.gettempdir())
     if result.returncode:
         raise SystemExit(f"prepare failed:\n{result.stderr[-3000:]}")
     row = json.loads(result.stdout.strip().splitlines()[-1])
@@ -116,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         small = args.memory_budgets[0]
         missing = start_time(tmp / "start-missing", small)
 
-    print(f"\nstentor-hub data prepare on gutenberg_train.txt ({cores} CPU cores, load average "
-          f"{os.getloadavg()[0]:.1f} now; each row shows the load during its run)\n")
+    engines = ", ".join(sorted({r["engine"] for r in rows}))
+    print(f"\nstentor-hub data prepare on gutenberg_train.txt ({engines} TokenMonster engine; {cores} CPU cores, "
+          f"load average {os.getloadavg()[0]:.1f} now; each row shows the load during its run)\n")
     print(f"| {'workers':>7} | {'budget':>10} | {'tokens':>10} | {'seconds':>8} | {'tokens/s':>9} | {'MB/s':>5} | "
           f"{'main RSS MB':>11} | {'worker RSS MB':>13} | {'load':>4} |")
     print(f"|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 11}|{'-' * 7}|{'-' * 13}|{'-' * 15}|{'-' * 6}|")

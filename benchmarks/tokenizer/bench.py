@@ -19,6 +19,7 @@ encode the same batches in lockstep in one process, and their summed times are c
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -28,7 +29,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+# measure the installed stentor-hub (where the compiled engine is); a bare checkout only if it is not installed
+INSTALLED = importlib.util.find_spec("stentor_hub") is not None
+if not INSTALLED:
+    sys.path.insert(0, str(REPO))
 
 MEASURE = r'''
 import json, os, sys, time, resource
@@ -123,7 +127,9 @@ print("RESULT " + json.dumps(out))
 def run(kind: str, corpus: Path, vocab: Path, tok_dir: Path, batch_size: int) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, kind, str(corpus), str(vocab), str(tok_dir), str(batch_size)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "BENCH_REFERENCE_DIR": str(REPO / "tests")},
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "BENCH_REFERENCE_DIR": str(REPO / "tests"),
+                                             **({} if INSTALLED else {"PYTHONPATH": str(REPO)})},
+        cwd=tempfile.gettempdir(),  # `python -c` puts the working folder first: a checkout there would shadow the install
     )
     if result.returncode != 0:
         raise SystemExit(f"{kind} measurement failed:\n{result.stderr[-3000:]}")
