@@ -389,7 +389,8 @@ class StentorTokenizer(PreTrainedTokenizer):
         The text comes back as the tokens spell it, which is Unicode NFD: TokenMonster works
         on the NFD form of the input (plus a U+034F COMBINING GRAPHEME JOINER after every 30
         consecutive combining marks), so ``decode(encode(s)) == unicodedata.normalize("NFD", s)``
-        whenever every byte of ``s`` has a token and ``s`` has no DEL (U+007F) and no run of
+        (by Unicode 13's tables, the reference's: a code point assigned later is a starter
+        without decomposition there, whatever this Python's ``unicodedata`` says) whenever every byte of ``s`` has a token and ``s`` has no DEL (U+007F) and no run of
         more than 30 combining marks. Call ``unicodedata.normalize("NFC", text)`` on the result
         for composed text.
 
