@@ -3,9 +3,15 @@ a missing folder fails the tests that need it with a message saying how to point
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# `python -m stentor_hub` and `python -c` put the working folder first on sys.path; started from
+# the checkout, a test's subprocess would import the checkout's stentor_hub (no compiled engine)
+# instead of the installed wheel `make test` put there. PYTHONSAFEPATH (3.11+) leaves it out.
+os.environ.setdefault("PYTHONSAFEPATH", "1")
 
 from stentor_hub._resources import shared_dir
 

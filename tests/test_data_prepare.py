@@ -146,9 +146,9 @@ def test_a_folder_is_reused_only_for_its_own_data(tmp_path, tokenizer):
         PreparedShards(tmp_path / "nothing")
 
 
-# large enough (30 shards, about 12 MB of text) that the compiled engine on two workers is still
-# preparing when the test looks for its third shard
-PREPARE_ARGS = ["--config", "tiny-cpu", "--shard-tokens", "100000", "--no-progress",
+# 150 shards of 20,000 tokens: the compiled engine on two workers writes one in about 5 ms and the
+# test looks every 50 ms, so it finds three while more than a hundred are still to come
+PREPARE_ARGS = ["--config", "tiny-cpu", "--shard-tokens", "20000", "--no-progress",
                 'data.train_sources=["{shared}/corpora/gutenberg_train.txt"]',
                 "data.source_token_budget=3000000"]
 
