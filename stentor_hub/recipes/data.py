@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from stentor_hub.errors import DataError, MissingInputError
-from stentor_hub.helpers import not_utf8, read_jsonl, replace_atomically
+from stentor_hub.helpers import not_utf8, read_jsonl
 
 _WHITESPACE = re.compile(r"\s+")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")

@@ -33,18 +33,17 @@ import hashlib
 import itertools
 import json
 import os
-import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from stentor_hub.errors import DataError, MissingInputError
 from stentor_hub.helpers import atomic_leftovers, write_text_atomic
 from stentor_hub.recipes.data import (
-    DATA_FORMAT_VERSION, Source, _looks_local, _source_identity, clean_text, default_cache_dir, iter_documents,
+    DATA_FORMAT_VERSION, Source, _looks_local, _source_identity, default_cache_dir, iter_documents,
     local_files, tokenizer_fingerprint,
 )
 
@@ -86,7 +85,7 @@ def key_digest(key: dict) -> str:
 def _portable(key: dict) -> dict:
     """The key without what changes when shards are copied to another machine: the local files'
     folders, sizes and modification times (a source is named by its file name there)."""
-    key = copy.deepcopy(json.loads(json.dumps(key, default=str)))
+    key = json.loads(json.dumps(key, default=str))  # a fresh copy, tuples and paths as JSON has them
     for split in ("train", "eval"):
         for ident in key[split]:
             if ident.pop("files", None) is not None:
@@ -600,7 +599,7 @@ def _read_progress(folder: Path, key: dict, shard_tokens: int) -> dict | None:
                               "this command can resume; choose another --out (nothing is deleted)")
         return None
     state = json.loads(path.read_text())
-    if key_digest(state["key"]) != key_digest(json.loads(json.dumps(key, default=str))):
+    if key_digest(state["key"]) != key_digest(key):
         raise ShardsError(f"{folder} holds a partial preparation of other data settings; choose another --out, or "
                           f"delete {folder} to start over")
     if state["shard_tokens"] != shard_tokens:
