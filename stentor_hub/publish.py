@@ -25,10 +25,9 @@ from typing import Callable
 from stentor_hub.card import ModelCardFacts, plot_curves, render_card
 from stentor_hub.errors import MissingInputError, PublishError, PushError
 from stentor_hub.helpers import FOLDER_MARKER, build_folder, check_branch, check_repo_id, check_replaceable
-from stentor_hub.run_dir import CURVES_FILE, MANIFEST_FILE, RunDir
+from stentor_hub.run_dir import CURVES_FILE, MANIFEST_FILE, MODEL_FILES, RunDir
 from stentor_hub.tokenizer import copy_tokenizer_files
 
-MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
 RUN_FILES = (CURVES_FILE, MANIFEST_FILE)
 GENERATE_PROMPT = "Once upon a time"
 STAGING_KIND = "staging"  # the kind in the folder marker of a staging folder

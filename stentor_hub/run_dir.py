@@ -30,6 +30,8 @@ CURVES_FILE = "training_curves.csv"
 CURVES_HEADER = ["step", "epoch", "train_loss", "eval_loss", "eval_ppl", "note"]
 MANIFEST_SCHEMA_VERSION = 1
 CHECKPOINTS = ("best", "final")
+# the model files of a checkpoint folder (the tokenizer files are the tokenizer folder's)
+MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
 
 
 @dataclass(frozen=True)

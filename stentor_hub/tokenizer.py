@@ -93,18 +93,23 @@ def load_vocab_tokenizer(vocab_path: str | os.PathLike):
         raise TokenizerError(f"{vocab_path} is not a usable TokenMonster vocabulary: {e}") from None
 
 
+def tokenizer_files(tokenizer_dir: str | os.PathLike) -> list[Path]:
+    """The files of a tokenizer folder that go beside a model (vocabulary, configs, remote code):
+    all but hidden ones such as the folder marker."""
+    return [p for p in sorted(Path(tokenizer_dir).iterdir()) if p.is_file() and not p.name.startswith(".")]
+
+
 def copy_tokenizer_files(tokenizer_dir: str | os.PathLike, into: str | os.PathLike) -> list[Path]:
-    """Copy the files of a tokenizer folder (vocabulary, configs, remote code) into a model folder,
+    """Copy the files of a tokenizer folder (:func:`tokenizer_files`) into a model folder,
     refusing to overwrite one of the model's own files. Returns the copies."""
-    tokenizer_dir, into = Path(tokenizer_dir), Path(into)
+    into = Path(into)
     copied = []
-    for source in sorted(tokenizer_dir.iterdir()):
-        if source.is_file() and not source.name.startswith("."):
-            target = into / source.name
-            if target.exists():
-                raise TokenizerError(f"tokenizer file {source} would overwrite the model's {source.name}")
-            shutil.copy2(source, target)
-            copied.append(target)
+    for source in tokenizer_files(tokenizer_dir):
+        target = into / source.name
+        if target.exists():
+            raise TokenizerError(f"tokenizer file {source} would overwrite the model's {source.name}")
+        shutil.copy2(source, target)
+        copied.append(target)
     return copied
 
 

@@ -31,12 +31,14 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from stentor_hub.run_dir import CURVES_FILE, MANIFEST_FILE, MODEL_FILES, RunDir
+from stentor_hub.tokenizer import tokenizer_files
+
 logger = logging.getLogger("stentor_hub.recipes.hub_push")
 
 STRATEGIES = ("end", "every_save", "checkpoint", "all_checkpoints")
 LAST_CHECKPOINT = "last-checkpoint"
-RUN_FILES = ("training_curves.csv", "run_manifest.json")
-MODEL_FILES = ("model.safetensors", "config.json", "generation_config.json")
+RUN_FILES = (CURVES_FILE, MANIFEST_FILE)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -58,9 +60,8 @@ def snapshot_for_push(target: Path, *, model_dir: Path, tokenizer_dir: Path, run
     for name in MODEL_FILES:
         if (model_dir / name).is_file():
             _link_or_copy(model_dir / name, target / name)
-    for source in sorted(tokenizer_dir.iterdir()):
-        if source.is_file() and not source.name.startswith("."):
-            _link_or_copy(source, target / source.name)
+    for source in tokenizer_files(tokenizer_dir):
+        _link_or_copy(source, target / source.name)
     for source in run_files:
         if source.is_file():
             shutil.copy2(source, target / source.name)  # still being appended to: a copy, not a link
@@ -139,7 +140,7 @@ class HubPushCallback(TrainerCallback):
 
     def __init__(self, run_dir: Path, hub: dict, manifest_so_far=None):
         """``manifest_so_far(state)`` gives the manifest of the run up to ``state``."""
-        self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.hub = hub
         self.strategy = hub.get("strategy") or "every_save"
         self.manifest_so_far = manifest_so_far
@@ -153,19 +154,23 @@ class HubPushCallback(TrainerCallback):
             self._pusher = HubPusher(self.hub["repo_id"], private=bool(self.hub.get("private")), revision=self.hub.get("revision"))
         return self._pusher
 
+    @property
+    def _push_root(self) -> Path:
+        return self.run / ".hub-push"
+
     def _snapshot_dir(self) -> Path:
         self._count += 1
-        return self.run_dir / ".hub-push" / f"snapshot-{self._count}"
+        return self._push_root / f"snapshot-{self._count}"
 
     def _run_files(self, state=None) -> list[Path]:
-        files = [self.run_dir / "training_curves.csv"]
+        files = [self.run.curves_file]
         if state is not None and self.manifest_so_far is not None:
-            partial = self.run_dir / ".hub-push" / "run_manifest.json"
+            partial = self._push_root / MANIFEST_FILE
             partial.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(json.dumps(self.manifest_so_far(state), indent=2) + "\n")
             files.append(partial)
-        elif (self.run_dir / "run_manifest.json").is_file():
-            files.append(self.run_dir / "run_manifest.json")
+        elif self.run.manifest_file.is_file():
+            files.append(self.run.manifest_file)
         return files
 
     def on_save(self, args, state, control, **kwargs):
@@ -177,15 +182,15 @@ class HubPushCallback(TrainerCallback):
         name = {"checkpoint": LAST_CHECKPOINT, "all_checkpoints": checkpoint.name}.get(self.strategy)
         self._cleanup_old_snapshots()
         snapshot = snapshot_for_push(
-            self._snapshot_dir(), model_dir=checkpoint, tokenizer_dir=self.run_dir / "tokenizer", run_files=self._run_files(state),
-            checkpoint_dir=checkpoint if name else None, checkpoint_name=name, best_dir=self.run_dir / "best" if name else None,
+            self._snapshot_dir(), model_dir=checkpoint, tokenizer_dir=self.run.tokenizer, run_files=self._run_files(state),
+            checkpoint_dir=checkpoint if name else None, checkpoint_name=name, best_dir=self.run.best if name else None,
         )
         deletes = (LAST_CHECKPOINT, "best") if name else ()
         self.pusher.submit(snapshot, f"Training in progress: step {state.global_step}", deletes)
 
     def _cleanup_old_snapshots(self) -> None:
         """Snapshots that are neither queued nor being pushed (all but the newest two)."""
-        root = self.run_dir / ".hub-push"
+        root = self._push_root
         if not root.is_dir():
             return
         snapshots = sorted((p for p in root.glob("snapshot-*") if p.name.split("-")[1].isdigit()), key=lambda p: int(p.name.split("-")[1]))
@@ -196,11 +201,11 @@ class HubPushCallback(TrainerCallback):
         """Push ``final/`` with the finished manifest and curves (and ``best/`` beside the
         checkpoints, for the checkpoint strategies), wait for every push, remove the snapshots."""
         keeps_checkpoints = self.strategy in ("checkpoint", "all_checkpoints")
-        snapshot = snapshot_for_push(self._snapshot_dir(), model_dir=self.run_dir / "final", tokenizer_dir=self.run_dir / "tokenizer",
-                                     run_files=self._run_files(), best_dir=self.run_dir / "best" if keeps_checkpoints else None)
+        snapshot = snapshot_for_push(self._snapshot_dir(), model_dir=self.run.final, tokenizer_dir=self.run.tokenizer,
+                                     run_files=self._run_files(), best_dir=self.run.best if keeps_checkpoints else None)
         self.pusher.submit(snapshot, f"End of training: step {step}", ("best",) if keeps_checkpoints else ())
         self.pusher.close(timeout)
-        shutil.rmtree(self.run_dir / ".hub-push", ignore_errors=True)
+        shutil.rmtree(self._push_root, ignore_errors=True)
 
 
 def download_last_checkpoint(repo_id: str, checkpoints_dir: Path, revision: str | None = None) -> Path | None:
@@ -225,7 +230,7 @@ def download_last_checkpoint(repo_id: str, checkpoints_dir: Path, revision: str 
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     os.replace(download / folder, target)
     run_dir = checkpoints_dir.parent
-    for name in ("training_curves.csv", "best"):
+    for name in (CURVES_FILE, "best"):
         if (download / name).exists() and not (run_dir / name).exists():
             os.replace(download / name, run_dir / name)
     shutil.rmtree(download, ignore_errors=True)
