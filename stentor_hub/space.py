@@ -24,25 +24,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from stentor_hub._resources import resource_dir
-from stentor_hub.errors import OutputExistsError, PublishError
-from stentor_hub.helpers import build_folder, check_repo_id
+from stentor_hub.errors import PublishError
+from stentor_hub.helpers import build_folder, check_repo_id, looks_like_hub_id
 from stentor_hub.publish import PushResult, push_folder
 
 SPACE_TEMPLATES = "space"  # under cards/: app.py and README.md.j2
 APP_FILE = "app.py"
 SPACE_FILES = (APP_FILE, "space.json", "requirements.txt", "README.md")
+SPACE_KIND = "Space staging"  # the kind in the folder marker of a staged Space
 # What the app is tested with (tests/test_space.py checks these against requirements/lock.txt).
 # Gradio is the Space's sdk_version, which the Hub installs itself; the rest go to requirements.txt.
 TESTED_VERSIONS = {"gradio": "6.31.0", "torch": "2.13.0", "transformers": "5.24.0", "numpy": "2.4.6"}
 SHORT_DESCRIPTION_LIMIT = 60  # characters the Hub accepts for short_description
 DEFAULT_ENDPOINT = "https://huggingface.co"
-_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def resolve_models(references: list[str]) -> list[SpaceModel]:
                 raise ValueError(f"model folder {path} has no {' or '.join(missing)}; pass a folder that "
                                  "AutoModelForCausalLM and AutoTokenizer load (a staged repository) or a Hub repo id")
             source, label, local = str(path.resolve()), path.resolve().name, True
-        elif _REPO_ID.fullmatch(reference):
+        elif looks_like_hub_id(reference):
             source, label, local = reference, reference, False
         else:
             raise ValueError(f"{reference!r} is neither a model folder nor a Hub repo id OWNER/NAME")
@@ -131,8 +130,9 @@ def stage_space(models: list[str], out_dir: str | os.PathLike, *, title: str | N
     ``app.py``, ``space.json``, ``requirements.txt`` and ``README.md``.
 
     Built beside ``out_dir`` and moved into place, so a failure leaves nothing half-written. An
-    existing ``out_dir`` is replaced only if it is empty or a previous Space staging (it holds
-    ``app.py`` and ``space.json``). Needs neither gradio nor the network. Returns ``out_dir``."""
+    existing ``out_dir`` is replaced only if it is empty or a previous Space staging holding only
+    the files stentor-hub wrote (its folder marker lists them). Needs neither gradio nor the
+    network. Returns ``out_dir``."""
     resolved = resolve_models(models)
     out_dir = Path(out_dir)
     title = title or (f"{resolved[0].label.split('/')[-1]} demo" if len(resolved) == 1 else "Stentor2 models head to head")
@@ -140,14 +140,11 @@ def stage_space(models: list[str], out_dir: str | os.PathLike, *, title: str | N
     if len(short_description) > SHORT_DESCRIPTION_LIMIT:
         raise PublishError(f"--short-description has {len(short_description)} characters; the Hub accepts at most "
                          f"{SHORT_DESCRIPTION_LIMIT}")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()) and not (
-            (out_dir / APP_FILE).is_file() and (out_dir / "space.json").is_file())):
-        raise OutputExistsError(f"{out_dir} exists and is not a previous Space staging; choose a new --out")
     readme = render_space_readme(resolved, title, short_description)
     config = {"title": title, "description": short_description,
               "models": [{"label": m.label, "source": m.source} for m in resolved]}
     requirements = "".join(f"{name}=={version}\n" for name, version in TESTED_VERSIONS.items() if name != "gradio")
-    with build_folder(out_dir) as tmp:
+    with build_folder(out_dir, kind=SPACE_KIND, flag="--out") as tmp:
         shutil.copy2(resource_dir("cards") / SPACE_TEMPLATES / APP_FILE, tmp / APP_FILE)
         (tmp / "space.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "requirements.txt").write_text(
@@ -191,7 +188,7 @@ def check_space(folder: str | os.PathLike, *, for_push: bool = False) -> SpaceCh
     except SyntaxError as e:
         raise PublishError(f"the Space's {APP_FILE} does not compile: {e}") from None
     config = json.loads((folder / "space.json").read_text(encoding="utf-8"))
-    models = [SpaceModel(m["source"], m["label"], not _REPO_ID.fullmatch(m["source"])) for m in config["models"]]
+    models = [SpaceModel(m["source"], m["label"], Path(m["source"]).is_absolute()) for m in config["models"]]
     local = [m.source for m in models if m.local]
     if for_push and local:
         raise PublishError(f"a Space on the Hub cannot load the local folder {local[0]}; publish the model first "

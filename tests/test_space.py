@@ -19,6 +19,7 @@ import pytest
 from huggingface_hub import HfApi, SpaceCard, hf_hub_download
 
 from stentor_hub.cli import main
+from stentor_hub.helpers import FOLDER_MARKER
 from stentor_hub.publish import PublishError, stage_repository
 from stentor_hub.space import TESTED_VERSIONS, push_space, stage_space
 
@@ -81,7 +82,7 @@ def test_staged_space_has_the_metadata_the_hub_reads(random_model, tmp_path, cap
     out = tmp_path / "space"
     assert main(["space", str(random_model), "stentor/other-model", "--out", str(out), "--title", "Tiny demo"]) == 0
     assert "staged the Space 'Tiny demo'" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "app.py", "requirements.txt", "space.json"]
+    assert sorted(p.name for p in out.iterdir()) == [FOLDER_MARKER, "README.md", "app.py", "requirements.txt", "space.json"]
     card = SpaceCard((out / "README.md").read_text(), ignore_metadata_errors=False)
     assert (card.data.sdk, card.data.sdk_version, card.data.app_file) == ("gradio", TESTED_VERSIONS["gradio"], "app.py")
     assert card.data.title == "Tiny demo" and card.data.models == ["stentor/other-model"]  # a local folder is no Hub model
@@ -147,8 +148,17 @@ def test_bad_space_arguments_are_clear_errors(random_run, random_model, tmp_path
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
     assert main(["space", "stentor/x", "--out", str(precious)]) == 2
-    assert "is not a previous Space staging; choose a new --out" in capsys.readouterr().err
+    assert f"is not a previous Space staging (no {FOLDER_MARKER})" in capsys.readouterr().err
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    # a previous staging is replaced, but not once the user has added a file of their own to it
+    staged = tmp_path / "staged"
+    assert main(["space", "stentor/x", "--out", str(staged)]) == 0
+    assert main(["space", "stentor/y", "--out", str(staged)]) == 0
+    assert json.loads((staged / "space.json").read_text())["models"][0]["source"] == "stentor/y"
+    (staged / "notes.txt").write_text("keep me")
+    assert main(["space", "stentor/x", "--out", str(staged)]) == 2
+    assert "also holds files stentor-hub did not write (notes.txt)" in capsys.readouterr().err
+    assert (staged / "notes.txt").read_text() == "keep me" and "stentor/y" in (staged / "space.json").read_text()
     # a Space on the Hub cannot read a local folder: refused before anything is sent
     assert main(["space", str(random_model), "--out", str(tmp_path / "b"), "--push", "stentor/demo"]) == 2
     assert "a Space on the Hub cannot load the local folder" in capsys.readouterr().err
