@@ -117,6 +117,8 @@ def test_hub_settings_are_checked_before_training(tmp_path, train_cache_dir, mon
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored login either
     for overrides, message in (
         (["hub.repo_id=not-a-repo-id"], "hub.repo_id='not-a-repo-id': use OWNER/NAME"),
+        (["hub.repo_id=stentor/a--b"], "hub.repo_id 'stentor/a--b' is not a name the Hub accepts"),
+        ([f"hub.repo_id={REPO}", "hub.revision=has space"], "hub.revision 'has space' is not a valid branch name"),
         ([f"hub.repo_id={REPO}", "hub.strategy=sometimes"], "hub.strategy='sometimes': use one of end, every_save"),
         ([f"hub.repo_id={REPO}"], "needs a Hugging Face token with write access"),
     ):

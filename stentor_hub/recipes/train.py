@@ -205,7 +205,9 @@ def check_recipe(config: dict[str, Any], processes: int) -> None:
 
 
 def check_hub(hub: dict) -> None:
-    """``hub.*``: a valid repo id, a known strategy, and a token, all before training starts."""
+    """``hub.*``: a repo id and branch the Hub accepts, a known strategy, and a token, all before
+    training starts (a bad name would otherwise fail only in the background pushes)."""
+    from stentor_hub.helpers import check_branch, check_repo_id
     from stentor_hub.recipes.hub_push import STRATEGIES
 
     repo_id = hub.get("repo_id")
@@ -213,6 +215,9 @@ def check_hub(hub: dict) -> None:
         return
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise RecipeError(f"hub.repo_id={repo_id!r}: use OWNER/NAME (or null to push nothing)")
+    check_repo_id(repo_id, RecipeError, "hub.repo_id")
+    if hub.get("revision") is not None:
+        check_branch(hub["revision"], RecipeError, "hub.revision")
     if hub.get("strategy") not in STRATEGIES:
         raise RecipeError(f"hub.strategy={hub.get('strategy')!r}: use one of {', '.join(STRATEGIES)}")
     from huggingface_hub import get_token
@@ -684,13 +689,13 @@ def _hardware(setup: RunSetup) -> dict:
 
 def _data_record(setup: RunSetup, data: RunData) -> dict:
     block, tokens = setup.config["data"]["block_size"], data.tokens
+    by_source = tokens.source_tokens("train")
     return {
         "train_sources": [s.describe() for s in setup.train_sources],
         "eval_sources": [s.describe() for s in setup.eval_sources] or "held out from the start of train_sources",
         "source_tokens": int(len(tokens.train)),
         # what each train source gave, in train_sources' order (None: shards prepared without the counts)
-        "source_tokens_by_source": ([int(r["tokens"]) for r in counts] if (counts := tokens.source_tokens("train"))
-                                    is not None else None),
+        "source_tokens_by_source": None if by_source is None else [int(r["tokens"]) for r in by_source],
         "train_tokens": data.train_blocks * block,
         "eval_tokens": len(data.eval_dataset) * block,
         "block_size": block,
