@@ -31,9 +31,11 @@ implementation can replace ``Vocab._encode_normalized`` behind the same API.
 
 Engines. When stentor-hub is installed with its compiled scanner
 (``stentor_hub._native._tokenmonster``, built from C by ``pip install``), ``Vocab`` uses it
-for the scan, ``decode`` and the stream decoder; otherwise (or with the environment variable
-``STENTOR_TOKENMONSTER=python``) it uses the pure-Python code here. Both give the same ids:
-normalization stays in Python for both. ``Vocab.engine`` says which one a vocabulary uses.
+for normalization, the scan, ``decode`` and the stream decoder; otherwise (or with the
+environment variable ``STENTOR_TOKENMONSTER=python``) it uses the pure-Python code here. Both
+give the same ids: the compiled normalizer takes each code point's Unicode 13 data from this
+file (``_CHARS``), and hands the rare text it does not cover (lone surrogates, a run of over
+30 combining marks) back to the code here. ``Vocab.engine`` says which one a vocabulary uses.
 
 Unicode 13. The reference normalizes with Unicode 13 tables; Python's ``unicodedata`` is
 Unicode 13 on 3.10, 14 on 3.11, 15 on 3.12+. ``unicode13.py`` (beside this file) lists where
@@ -55,7 +57,7 @@ __all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError", "E
 
 ENGINE_ENV = "STENTOR_TOKENMONSTER"
 _NATIVE_MODULE = "stentor_hub._native._tokenmonster"
-_NATIVE_ABI = 1
+_NATIVE_ABI = 2
 
 
 def _import_native():
@@ -245,6 +247,7 @@ def _use_unicodedata(module) -> None:
     global _ucd
     _ucd = module
     _CLASSES.clear()
+    _CHARS.clear()
     for c in range(128):
         _CLASSES[c]
 
@@ -271,6 +274,19 @@ class _ClassTable(dict):
 _CLASSES = _ClassTable()
 for _c in range(128):
     _CLASSES[_c]  # pre-fill ASCII so the common case never reaches __missing__
+
+
+class _CharTable(dict):
+    def __missing__(self, code):
+        ch = chr(code)
+        info = self[code] = (_CLASSES[code], _combining13(ch), _nfd13(ch))
+        return info
+
+
+#: code point -> (class, Unicode 13 combining class, Unicode 13 NFD): what the compiled
+#: normalizer asks about each non-ASCII code point it meets, once, so that the Unicode data
+#: of both engines comes from this file
+_CHARS = _CharTable()
 
 # A letter gets a marker unless the previous code point is a space, letter or mark, or an
 # apostrophe that follows a letter; a number gets one unless it follows a space or number.
@@ -519,7 +535,7 @@ class Vocab:
         if engine == "native":
             self._native = _NATIVE.Scanner(
                 keys, flags, nwords, alt1, alt2, ids, begin_class, self.delete_id, self.unk_id, max_token_len,
-                table, capcode,
+                table, capcode, normalization & 1, _CHARS,
             )
             return
         self._native = None
@@ -568,15 +584,10 @@ class Vocab:
     def normalize(self, text: str | bytes) -> bytes:
         """The bytes the tokenizer sees: NFD (if the vocabulary asks for it), then capcode."""
         if isinstance(text, str):
-            if self._native is not None and self.capcode == 1:
-                # capcode and UTF-8 in one compiled pass (None: a lone surrogate, which the
-                # pure path rejects with the usual UnicodeEncodeError)
-                if self.normalization & 1 and not text.isascii():
-                    text = _nfd_stream_safe(text)
-                data = _NATIVE.capcode1_utf8(text, _CLASSES)
+            if self._native is not None:
+                data = self._native.normalize(text)
                 if data is not None:
                     return data
-                return _capcode1(text).encode("utf-8")
             return self._normalize_str(text).encode("utf-8")
         if not isinstance(text, (bytes, bytearray, memoryview)):
             raise TypeError(f"encode() takes str or bytes, not {type(text).__name__}")
@@ -599,6 +610,10 @@ class Vocab:
 
     def encode(self, text: str | bytes) -> list[int]:
         """Token ids of ``text`` (``str``, or ``bytes`` that need not be valid UTF-8)."""
+        if self._native is not None and isinstance(text, str):
+            ids = self._native.encode_text(text)  # normalize() and the scan in one call
+            if ids is not None:
+                return ids
         return self._encode_normalized(self.normalize(text))[0]
 
     def encode_detailed(self, text: str | bytes) -> EncodeResult:

@@ -19,6 +19,7 @@ import pytest
 
 import stentor_hub.remote.tokenmonster as tm
 from stentor_hub.tokenmonster import Vocab
+from vocab_builder import build_vocab
 
 VOCABS = ["english-8000-strict-nocapcode-v1", "english-1024-strict-nocapcode-v1"]
 FORCED_PYTHON = os.environ.get(tm.ENGINE_ENV, "").strip().lower() == "python"
@@ -141,10 +142,55 @@ def test_native_matches_pure_on_random_inputs(pairs, shared):
                 text = corpus[start : start + rng.randrange(1, 300)]
             kinds[kind] += 1
             got, want = native.encode_detailed(text), python.encode_detailed(text)
-            if got != want or native.decode(got.ids) != python.decode(want.ids):
+            # encode() of text is one compiled call (normalization and scan), its own path
+            if got != want or native.encode(text) != want.ids or native.decode(got.ids) != python.decode(want.ids):
                 mismatches.append((kind, repr(text)[:80]))
         assert sum(kinds.values()) == N_RANDOM and min(kinds.values()) > N_RANDOM // 4
         assert not mismatches, (name, len(mismatches), mismatches[:5])
+
+
+def test_native_normalizer_matches_pure_for_every_header(shared):
+    """The compiled normalizer with and without NFD, with capcode 0 and 1 (synthetic
+    vocabularies): the same normalized bytes and ids as the pure engine on 3,000 random texts
+    each, marks and decomposable letters included."""
+    _require_native()
+    tokens = [bytes([b]) for b in b"\t\n abcdeilnorstuxyz.,!'0123456789"] + [
+        b" the", b" cafe", b"e\xcc\x81", b"\xcc\x81", b"\xc3\xa9", b" a", b"re", b"ing", b" s", b"\x7f "]
+    corpus = (shared / "corpora" / "wikitext2_test.txt").read_text(encoding="utf-8")[:200_000]
+    for capcode in (0, 1):
+        for normalization in (0, 1):
+            raw = build_vocab(tokens, capcode=capcode, normalization=normalization)
+            name = f"capcode {capcode}, normalization {normalization}"
+            native, python = (Vocab.from_bytes(raw, name, engine=e) for e in ("native", "python"))
+            rng = random.Random(name)
+            for k in range(3000):
+                if k % 2:
+                    text = _random_text(rng)
+                else:
+                    start = rng.randrange(len(corpus) - 200)
+                    text = corpus[start : start + rng.randrange(200)]
+                want = python.encode_detailed(text)
+                assert native.normalize(text) == want.normalized, (name, text)
+                assert native.encode(text) == want.ids, (name, text)
+
+
+def test_what_the_compiled_normalizer_hands_back(pairs):
+    """Text the compiled pass does not cover goes through the pure normalization: a lone
+    surrogate (the same UnicodeEncodeError), a run of over 30 combining marks (the CGJ of
+    SPEC §3.2, inserted exactly where the pure engine puts it)."""
+    for native, python in pairs.values():
+        for text in ("ab\ud800cd", "\udfff", "x" + "\u0301" * 31 + "y", "a" + "\u0316\u0301" * 20):
+            for vocab in (native, python):
+                try:
+                    results = (vocab.normalize(text), vocab.encode(text))
+                except UnicodeEncodeError as e:
+                    results = ("UnicodeEncodeError", e.start, e.end)
+                if vocab is native:
+                    got = results
+                else:
+                    assert got == results, (text, got, results)
+        assert "\u034f".encode() in native.normalize("x" + "\u0301" * 31)
+        assert "\u034f".encode() not in native.normalize("x" + "\u0301" * 30)
 
 
 def test_native_matches_pure_on_whole_corpora(pairs, shared):

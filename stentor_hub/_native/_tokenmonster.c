@@ -1,10 +1,12 @@
-/* The compiled TokenMonster scanner: SPEC §5.3 (greedy scan with look-ahead), decode and the
- * delete-marker pass of the stream decoder, behind remote_code/tokenmonster.py's Vocab.
+/* The compiled TokenMonster engine: normalization (SPEC §3, §4.2), the greedy scan with
+ * look-ahead (SPEC §5.3), decode and the delete-marker pass of the stream decoder, behind
+ * remote_code/tokenmonster.py's Vocab.
  *
  * Written from SPEC.md and from our own engines (remote_code/tokenmonster.py and the naive port
  * in tests/tokenmonster_reference.py, which this follows step by step), not from the
- * TokenMonster reference sources. Normalization (NFD, capcode) stays in Python, shared by both
- * engines, so there is one place where Unicode tables are consulted.
+ * TokenMonster reference sources. The Unicode data stays in Python: the normalizer asks the
+ * pure engine's table about each non-ASCII code point (once; the table keeps the answer), so
+ * there is one place where Unicode tables are consulted.
  *
  * The vocabulary is parsed and validated in Python; Scanner() receives the parsed tables. Longest
  * match walks a trie kept as one open-addressing hash table of (node, byte) -> child. encode()
@@ -18,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 #define NEG (-1000000)
 
 typedef struct {
@@ -29,19 +31,24 @@ typedef struct {
     int has_unk, unk_id;
     int32_t *flags, *nwords, *alt1, *alt2, *ids, *key_len;
     uint8_t bc[256];
-    /* trie: node 0 is the root; term[node] = entry index or -1 */
+    /* the trie while it is built (freed once `trie` is laid out): node 0 is the root,
+     * term[node] = entry index or -1, a hash of (node << 8 | byte) + 1 -> child (key 0 = empty
+     * slot), and the root's children looked up directly */
     int32_t *term;
     int n_nodes;
-    /* hash of (node << 8 | byte) + 1 -> child; key 0 = empty slot */
     uint64_t *hkeys;
     int32_t *hvals;
     uint64_t hmask;
-    int32_t root_child[256]; /* the root's children, looked up directly */
-    int32_t space_node;      /* child of the root for 0x20, or -1 */
-    /* the trie as the scan reads it: a node with many children has a 256-entry row of
-     * children (row[node] >= 0), the others a short list cbyte/cnode[first .. first+count) */
-    int32_t *row, *rows, *first, *count, *cnode;
-    uint8_t *cbyte;
+    int32_t root_child[256];
+    /* the trie as the scan reads it: one int32 array in which a node is a block at its offset,
+     * laid out depth first (so a walk down a chain of single children reads memory in order):
+     *   [entry or -1] [child count c, or -1 for a row], then
+     *   for 1 to LIST_MAX children: their bytes (two words, zero-padded) and their offsets;
+     *   for a row (a node with more children): 256 offsets, -1 where there is no child.
+     * A step reads one block, mostly one cache line, and finds a listed child without a loop
+     * (child_index). The root is at offset 0. */
+    int32_t *trie;
+    int32_t space_node; /* offset of the root's child for 0x20, or -1 */
     /* per entry and alternative (slot 0, 1): the walk from the root over the part of the
      * entry's key after the alternative, done once at load (SPEC §5.3's branches 2 and 3
      * start there). sw_node -2: not a prefix (walk normally); -1: the walk dies inside the key */
@@ -49,7 +56,10 @@ typedef struct {
     /* decoding */
     Py_ssize_t n_ids;
     PyObject **table; /* bytes per id (new references) */
-    int capcode;
+    PyObject **id_objects; /* the int of each id, shared by every list encode returns */
+    /* normalization: capcode level, NFD or not, and the pure engine's per-code-point table */
+    int capcode, nfd;
+    PyObject *chars;
 } Scanner;
 
 static inline uint64_t mix(uint64_t k) {
@@ -83,15 +93,41 @@ static void hash_put(Scanner *s, int32_t node, uint8_t b, int32_t child) {
     s->hvals[h] = child;
 }
 
-static inline int32_t step(const Scanner *s, int32_t node, uint8_t b) {
-    int32_t r = s->row[node];
-    if (r >= 0)
-        return s->rows[(Py_ssize_t)r << 8 | b];
-    const uint8_t *cb = s->cbyte + s->first[node];
-    for (int32_t k = 0, c = s->count[node]; k < c; k++)
-        if (cb[k] == b)
-            return s->cnode[s->first[node] + k];
+#define LIST_MAX 8 /* a node with more children than this gets a 256-entry row */
+#define TERM(s, node) ((s)->trie[node])
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* where b is among the first c of the 8 bytes: the classic "has a zero byte" test on bytes ^ b,
+ * whose lowest flagged byte is the first match (a borrow only flags bytes above a zero) */
+static const uint64_t first_bytes[LIST_MAX + 1] = {
+    0, 0x80, 0x8080, 0x808080, 0x80808080, 0x8080808080ULL, 0x808080808080ULL, 0x80808080808080ULL,
+    0x8080808080808080ULL,
+};
+static inline int child_index(const int32_t *bytes_words, int32_t c, uint8_t b) {
+    uint64_t bytes;
+    memcpy(&bytes, bytes_words, 8);
+    uint64_t x = bytes ^ (0x0101010101010101ULL * b);
+    uint64_t found = (x - 0x0101010101010101ULL) & ~x & first_bytes[c];
+    return found ? __builtin_ctzll(found) >> 3 : -1;
+}
+#else
+static inline int child_index(const int32_t *bytes_words, int32_t c, uint8_t b) {
+    const uint8_t *bytes = (const uint8_t *)bytes_words;
+    for (int k = 0; k < c; k++)
+        if (bytes[k] == b)
+            return k;
     return -1;
+}
+#endif
+
+/* the child of the node at offset `node` for byte b: its offset, or -1 */
+static inline int32_t step(const Scanner *s, int32_t node, uint8_t b) {
+    const int32_t *block = s->trie + node;
+    int32_t c = block[1];
+    if (c < 0)
+        return block[2 + b];
+    int k = child_index(block + 2, c, b);
+    return k < 0 ? -1 : block[4 + k];
 }
 
 /* Longest key that is a prefix of data[p:n], continuing a walk that has matched k bytes and is
@@ -103,8 +139,8 @@ static inline int32_t longest_from(const Scanner *s, const uint8_t *data, Py_ssi
         node = step(s, node, data[q]);
         if (node < 0)
             break;
-        if (s->term[node] >= 0) {
-            best = s->term[node];
+        if (TERM(s, node) >= 0) {
+            best = TERM(s, node);
             best_len = (int)(q - p + 1);
         }
     }
@@ -125,8 +161,8 @@ static inline int32_t longest_spaced(const Scanner *s, const uint8_t *data, Py_s
         *len_out = 0;
         return 0;
     }
-    if (s->term[node] >= 0) {
-        best = s->term[node];
+    if (TERM(s, node) >= 0) {
+        best = TERM(s, node);
         best_len = 1;
     }
     Py_ssize_t stop = p + s->maxlen - 1 < n ? p + s->maxlen - 1 : n;
@@ -134,8 +170,8 @@ static inline int32_t longest_spaced(const Scanner *s, const uint8_t *data, Py_s
         node = step(s, node, data[q]);
         if (node < 0)
             break;
-        if (s->term[node] >= 0) {
-            best = s->term[node];
+        if (TERM(s, node) >= 0) {
+            best = TERM(s, node);
             best_len = (int)(q - p + 2);
         }
     }
@@ -323,12 +359,7 @@ static void Scanner_dealloc(Scanner *self) {
     PyMem_Free(self->ids);
     PyMem_Free(self->key_len);
     PyMem_Free(self->term);
-    PyMem_Free(self->row);
-    PyMem_Free(self->rows);
-    PyMem_Free(self->first);
-    PyMem_Free(self->count);
-    PyMem_Free(self->cnode);
-    PyMem_Free(self->cbyte);
+    PyMem_Free(self->trie);
     PyMem_Free(self->sw_node);
     PyMem_Free(self->sw_best);
     PyMem_Free(self->sw_best_len);
@@ -340,22 +371,29 @@ static void Scanner_dealloc(Scanner *self) {
             Py_XDECREF(self->table[k]);
         PyMem_Free(self->table);
     }
+    if (self->id_objects) {
+        for (Py_ssize_t k = 0; k < self->n_ids; k++)
+            Py_XDECREF(self->id_objects[k]);
+        PyMem_Free(self->id_objects);
+    }
+    Py_XDECREF(self->chars);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int build_arrays(Scanner *self, PyObject *fast_keys);
 
 /* Scanner(keys, flags, nwords, alt1, alt2, ids, begin_class, delete_id, unk_id, max_token_len,
- *         decode_table, capcode): tables as Vocab parsed them (alt -1 and None for "none"). */
+ *         decode_table, capcode, nfd, chars): tables as Vocab parsed them (alt -1 and None for
+ *         "none"), and what normalize() needs (see there). */
 static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     (void)kwds;
-    PyObject *keys, *flags, *nwords, *alt1, *alt2, *ids, *delete_id, *unk_id, *decode_table;
+    PyObject *keys, *flags, *nwords, *alt1, *alt2, *ids, *delete_id, *unk_id, *decode_table, *chars;
     Py_buffer bc;
-    int maxlen, capcode;
-    if (!PyArg_ParseTuple(args, "OOOOOOy*OOiOi", &keys, &flags, &nwords, &alt1, &alt2, &ids, &bc, &delete_id, &unk_id,
-                          &maxlen, &decode_table, &capcode))
+    int maxlen, capcode, nfd;
+    if (!PyArg_ParseTuple(args, "OOOOOOy*OOiOipO", &keys, &flags, &nwords, &alt1, &alt2, &ids, &bc, &delete_id,
+                          &unk_id, &maxlen, &decode_table, &capcode, &nfd, &chars))
         return -1;
-    if (self->term) {
+    if (self->term || self->trie) {
         PyBuffer_Release(&bc);
         PyErr_SetString(PyExc_RuntimeError, "Scanner is already initialised");
         return -1;
@@ -374,6 +412,9 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     self->n_entries = (int)n;
     self->maxlen = maxlen;
     self->capcode = capcode;
+    self->nfd = nfd;
+    Py_INCREF(chars);
+    self->chars = chars;
     if (read_int_list(flags, &self->flags, n, "flags") || read_int_list(nwords, &self->nwords, n, "nwords") ||
         read_int_list(alt1, &self->alt1, n, "alt1") || read_int_list(alt2, &self->alt2, n, "alt2") ||
         read_int_list(ids, &self->ids, n, "ids"))
@@ -433,7 +474,6 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         }
         self->term[node] = (int32_t)e;
     }
-    self->space_node = self->root_child[0x20];
     if (build_arrays(self, fast_keys) < 0)
         goto done;
 
@@ -442,10 +482,14 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         goto done;
     self->n_ids = PySequence_Fast_GET_SIZE(fast_table);
     self->table = PyMem_Calloc(self->n_ids ? (size_t)self->n_ids : 1, sizeof(PyObject *));
-    if (!self->table) {
+    self->id_objects = PyMem_Calloc(self->n_ids ? (size_t)self->n_ids : 1, sizeof(PyObject *));
+    if (!self->table || !self->id_objects) {
         PyErr_NoMemory();
         goto done;
     }
+    for (Py_ssize_t k = 0; k < self->n_ids; k++)
+        if (!(self->id_objects[k] = PyLong_FromSsize_t(k)))
+            goto done;
     for (Py_ssize_t k = 0; k < self->n_ids; k++) {
         PyObject *item = PySequence_Fast_GET_ITEM(fast_table, k);
         if (!PyBytes_Check(item)) {
@@ -463,55 +507,109 @@ done:
     return rc;
 }
 
-/* The scan's form of the trie (see Scanner.row) and the alternatives' suffix walks. */
+/* The scan's form of the trie (see Scanner.trie) and the alternatives' suffix walks. */
 static int build_arrays(Scanner *self, PyObject *fast_keys) {
     int nn = self->n_nodes, n = self->n_entries;
-    self->row = PyMem_Malloc((size_t)nn * sizeof(int32_t));
-    self->first = PyMem_Calloc((size_t)nn + 1, sizeof(int32_t));
-    self->count = PyMem_Calloc((size_t)nn, sizeof(int32_t));
-    self->cnode = PyMem_Malloc((size_t)nn * sizeof(int32_t));
-    self->cbyte = PyMem_Malloc((size_t)nn);
-    if (!self->row || !self->first || !self->count || !self->cnode || !self->cbyte) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    /* children of every node, grouped by parent: count, then prefix sums, then fill */
-    for (int b = 0; b < 256; b++)
-        if (self->root_child[b] >= 0)
-            self->count[0]++;
-    for (uint64_t h = 0; h <= self->hmask; h++)
-        if (self->hkeys[h])
-            self->count[(self->hkeys[h] - 1) >> 8]++;
-    int n_rows = 0;
-    for (int v = 0; v < nn; v++) {
-        self->first[v + 1] = self->first[v] + self->count[v];
-        self->row[v] = self->count[v] > 6 ? n_rows++ : -1;
-    }
-    self->rows = PyMem_Malloc((size_t)(n_rows ? n_rows : 1) * 256 * sizeof(int32_t));
+    int rc = -1;
+    /* children of every node, grouped by parent: count, prefix sums, then fill */
+    int32_t *count = PyMem_Calloc((size_t)nn, sizeof(int32_t));
+    int32_t *first = PyMem_Calloc((size_t)nn + 1, sizeof(int32_t));
     int32_t *fill = PyMem_Calloc((size_t)nn, sizeof(int32_t));
-    if (!self->rows || !fill) {
-        PyMem_Free(fill);
+    int32_t *cnode = PyMem_Malloc((size_t)nn * sizeof(int32_t));
+    uint8_t *cbyte = PyMem_Malloc((size_t)nn);
+    int32_t *offset = PyMem_Malloc((size_t)nn * sizeof(int32_t));
+    int32_t *stack = PyMem_Malloc((size_t)nn * sizeof(int32_t));
+    if (!count || !first || !fill || !cnode || !cbyte || !offset || !stack) {
         PyErr_NoMemory();
-        return -1;
+        goto done;
     }
-    for (Py_ssize_t k = 0; k < (Py_ssize_t)n_rows * 256; k++)
-        self->rows[k] = -1;
-#define ADD_CHILD(parent, b, child)                                         \
-    do {                                                                    \
-        int32_t at = self->first[parent] + fill[parent]++;                  \
-        self->cbyte[at] = (uint8_t)(b);                                     \
-        self->cnode[at] = (child);                                          \
-        if (self->row[parent] >= 0)                                         \
-            self->rows[(Py_ssize_t)self->row[parent] << 8 | (b)] = (child); \
-    } while (0)
     for (int b = 0; b < 256; b++)
         if (self->root_child[b] >= 0)
-            ADD_CHILD(0, b, self->root_child[b]);
+            count[0]++;
     for (uint64_t h = 0; h <= self->hmask; h++)
         if (self->hkeys[h])
-            ADD_CHILD((int32_t)((self->hkeys[h] - 1) >> 8), (self->hkeys[h] - 1) & 0xFF, self->hvals[h]);
-#undef ADD_CHILD
+            count[(self->hkeys[h] - 1) >> 8]++;
+    for (int v = 0; v < nn; v++)
+        first[v + 1] = first[v] + count[v];
+    for (int b = 0; b < 256; b++)
+        if (self->root_child[b] >= 0) {
+            cbyte[fill[0]] = (uint8_t)b;
+            cnode[fill[0]++] = self->root_child[b];
+        }
+    for (uint64_t h = 0; h <= self->hmask; h++)
+        if (self->hkeys[h]) {
+            int32_t parent = (int32_t)((self->hkeys[h] - 1) >> 8), at = first[parent] + fill[parent]++;
+            cbyte[at] = (uint8_t)((self->hkeys[h] - 1) & 0xFF);
+            cnode[at] = self->hvals[h];
+        }
+    /* offsets in depth-first order, children in byte order (pushed in reverse) */
+    Py_ssize_t size = 0;
+    int top = 0;
+    stack[top++] = 0;
+    while (top) {
+        int32_t v = stack[--top];
+        int32_t c = count[v];
+        if (size > INT32_MAX - 260 - 2 * (Py_ssize_t)c) {
+            PyErr_SetString(PyExc_ValueError, "Scanner: the vocabulary's trie is too large");
+            goto done;
+        }
+        offset[v] = (int32_t)size;
+        size += 2 + (c > LIST_MAX ? 256 : c ? 2 + c : 0);
+        /* sort this node's children by byte (insertion sort: few children) */
+        for (int32_t k = first[v] + 1; k < first[v] + c; k++) {
+            uint8_t b = cbyte[k];
+            int32_t child = cnode[k], m = k;
+            for (; m > first[v] && cbyte[m - 1] > b; m--) {
+                cbyte[m] = cbyte[m - 1];
+                cnode[m] = cnode[m - 1];
+            }
+            cbyte[m] = b;
+            cnode[m] = child;
+        }
+        for (int32_t k = first[v] + c - 1; k >= first[v]; k--)
+            stack[top++] = cnode[k];
+    }
+    self->trie = PyMem_Calloc((size_t)size + 2, sizeof(int32_t)); /* + 2: a leaf's child_index reads past it */
+    if (!self->trie) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int32_t v = 0; v < nn; v++) {
+        int32_t *block = self->trie + offset[v], c = count[v];
+        block[0] = self->term[v];
+        if (c > LIST_MAX) {
+            block[1] = -1;
+            for (int b = 0; b < 256; b++)
+                block[2 + b] = -1;
+            for (int32_t k = 0; k < c; k++)
+                block[2 + cbyte[first[v] + k]] = offset[cnode[first[v] + k]];
+        } else {
+            block[1] = c;
+            for (int32_t k = 0; k < c; k++) {
+                ((uint8_t *)(block + 2))[k] = cbyte[first[v] + k];
+                block[4 + k] = offset[cnode[first[v] + k]];
+            }
+        }
+    }
+    self->space_node = self->root_child[0x20] >= 0 ? offset[self->root_child[0x20]] : -1;
+    /* the building tables are not needed any more */
+    PyMem_Free(self->term);
+    PyMem_Free(self->hkeys);
+    PyMem_Free(self->hvals);
+    self->term = NULL;
+    self->hkeys = NULL;
+    self->hvals = NULL;
+    rc = 0;
+done:
+    PyMem_Free(count);
+    PyMem_Free(first);
     PyMem_Free(fill);
+    PyMem_Free(cnode);
+    PyMem_Free(cbyte);
+    PyMem_Free(offset);
+    PyMem_Free(stack);
+    if (rc < 0)
+        return rc;
 
     size_t slots = (size_t)(n ? n : 1) * 2;
     self->sw_node = PyMem_Malloc(slots * sizeof(int32_t));
@@ -542,8 +640,8 @@ static int build_arrays(Scanner *self, PyObject *fast_keys) {
                 consumed++;
                 if (node < 0)
                     break;
-                if (self->term[node] >= 0) {
-                    best = self->term[node];
+                if (TERM(self, node) >= 0) {
+                    best = TERM(self, node);
                     best_len = consumed;
                 }
             }
@@ -557,11 +655,44 @@ static int build_arrays(Scanner *self, PyObject *fast_keys) {
 }
 
 static int check_ready(Scanner *self) {
-    if (!self->term || !self->table) {
+    if (!self->trie || !self->table) {
         PyErr_SetString(PyExc_RuntimeError, "Scanner was not initialised");
         return -1;
     }
     return 0;
+}
+
+/* the scan of data[0:n] as a list of ints (NULL with an exception set on failure) */
+static PyObject *scan_to_list(Scanner *self, const uint8_t *data, Py_ssize_t n, Py_ssize_t *missing) {
+    IdBuf out = {NULL, 0, 0, 0};
+    *missing = 0;
+    if (n > 0 && self->maxlen > 0) {
+        if (n > 256) {
+            Py_BEGIN_ALLOW_THREADS
+            *missing = scan(self, data, n, &out);
+            Py_END_ALLOW_THREADS
+        } else {
+            *missing = scan(self, data, n, &out); /* short texts: the GIL round trip costs more */
+        }
+    }
+    if (out.failed) {
+        free(out.ids);
+        return PyErr_NoMemory();
+    }
+    PyObject *list = PyList_New(out.n);
+    for (Py_ssize_t k = 0; list && k < out.n; k++) {
+        int32_t id = out.ids[k];
+        PyObject *v = id >= 0 && id < self->n_ids ? self->id_objects[id] : NULL;
+        if (v) {
+            Py_INCREF(v);
+        } else if (!(v = PyLong_FromLong(id))) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, k, v);
+    }
+    free(out.ids);
+    return list;
 }
 
 /* encode(data: bytes) -> (list of ids, missing) for already normalized bytes */
@@ -572,39 +703,32 @@ static PyObject *Scanner_encode(Scanner *self, PyObject *arg) {
         PyErr_Format(PyExc_TypeError, "encode() takes normalized bytes, not %s", Py_TYPE(arg)->tp_name);
         return NULL;
     }
-    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(arg);
-    Py_ssize_t n = PyBytes_GET_SIZE(arg);
-    IdBuf out = {NULL, 0, 0, 0};
-    Py_ssize_t missing = 0;
-    if (n > 0 && self->maxlen > 0) {
-        if (n > 256) {
-            Py_BEGIN_ALLOW_THREADS
-            missing = scan(self, data, n, &out);
-            Py_END_ALLOW_THREADS
-        } else {
-            missing = scan(self, data, n, &out); /* short texts: the GIL round trip costs more */
-        }
-    }
-    if (out.failed) {
-        free(out.ids);
-        return PyErr_NoMemory();
-    }
-    PyObject *list = PyList_New(out.n);
-    if (!list) {
-        free(out.ids);
+    Py_ssize_t missing;
+    PyObject *list = scan_to_list(self, (const uint8_t *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), &missing);
+    return list ? Py_BuildValue("(Nn)", list, missing) : NULL;
+}
+
+static PyObject *normalize_text(Scanner *self, PyObject *text);
+
+/* encode_text(text: str) -> list of ids, or None where normalize() gives None: normalization and
+ * scan in one call, Vocab.encode's path for text */
+static PyObject *Scanner_encode_text(Scanner *self, PyObject *text) {
+    if (check_ready(self))
         return NULL;
-    }
-    for (Py_ssize_t k = 0; k < out.n; k++) {
-        PyObject *v = PyLong_FromLong(out.ids[k]);
-        if (!v) {
-            Py_DECREF(list);
-            free(out.ids);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, k, v);
-    }
-    free(out.ids);
-    return Py_BuildValue("(Nn)", list, missing);
+    PyObject *data = normalize_text(self, text);
+    if (!data || data == Py_None)
+        return data;
+    Py_ssize_t missing;
+    PyObject *list = scan_to_list(self, (const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &missing);
+    Py_DECREF(data);
+    return list;
+}
+
+/* normalize(text: str) -> bytes or None: see normalize_text */
+static PyObject *Scanner_normalize(Scanner *self, PyObject *text) {
+    if (check_ready(self))
+        return NULL;
+    return normalize_text(self, text);
 }
 
 /* The stored bytes of ids, concatenated; ids outside 0..n_ids-1 are skipped (as the reference). */
@@ -733,97 +857,274 @@ static PyObject *Scanner_strip(Scanner *self, PyObject *args) {
     return Py_BuildValue("(NO)", out, pending ? Py_True : Py_False);
 }
 
-/* capcode1_utf8(text: str, classes) -> bytes, or None when text holds a lone surrogate.
- * Capcode level 1 (SPEC §4.2) and UTF-8 encoding in one pass, exactly _capcode1(text).encode():
- * DEL becomes 0x14, and "\x7f " goes before a letter unless the previous code point is a space,
+/* The normalized bytes of text, or None where this pass does not apply: a lone surrogate, or a
+ * run of more than 30 non-starters (where the stream-safe rule puts in a CGJ). Otherwise exactly
+ * Vocab._normalize_str(text).encode(): NFD by Unicode 13 when `nfd`
+ * (each code point's full decomposition, then every run of non-starters put in canonical order,
+ * a stable sort by combining class), then with capcode 1 capcode level 1 (SPEC §4.2): DEL
+ * becomes 0x14, and "\x7f " goes before a letter unless the previous code point is a space,
  * letter or mark, or an apostrophe after a letter, and before a number unless the previous one
- * is a space or number. `classes` maps a code point to its class ("a", "0", "m", " ", "'", ".")
- * with Unicode 13's categories; it is asked only about non-ASCII code points. */
-static char ascii_class[128];
+ * is a space or number; then UTF-8. `chars` maps a non-ASCII code point to (class, combining
+ * class, NFD) by Unicode 13, class being "a", "0", "m", " ", "'" or ".": the pure engine's
+ * tables, so the Unicode data has one home. It is asked only about non-ASCII code points. */
 
-static PyObject *capcode1_utf8(PyObject *module, PyObject *args) {
-    (void)module;
-    PyObject *text, *classes;
-    if (!PyArg_ParseTuple(args, "UO", &text, &classes))
+/* capcode classes (SPEC §4.2), as codes; "none" (the start of the text) acts as OTHER */
+enum { OTHER, LETTER, NUMBER, MARK, SPACE, APOSTROPHE, N_CLASSES };
+static uint8_t ascii_class[128];
+/* marker[(before previous * N_CLASSES + previous) * N_CLASSES + class]: 1 where a "\x7f "
+ * goes before a code point of that class */
+static uint8_t marker[N_CLASSES * N_CLASSES * N_CLASSES];
+
+static void init_classes(void) {
+    for (int c = 0; c < 128; c++)
+        ascii_class[c] = c == ' ' ? SPACE : c == '\'' ? APOSTROPHE
+                       : ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) ? LETTER
+                       : (c >= '0' && c <= '9') ? NUMBER : OTHER;
+    for (int p2 = 0; p2 < N_CLASSES; p2++)
+        for (int p1 = 0; p1 < N_CLASSES; p1++) {
+            uint8_t *row = marker + (p2 * N_CLASSES + p1) * N_CLASSES;
+            row[LETTER] = !(p1 == SPACE || p1 == LETTER || p1 == MARK || (p1 == APOSTROPHE && p2 == LETTER));
+            row[NUMBER] = !(p1 == SPACE || p1 == NUMBER);
+        }
+}
+
+#define MAX_NONSTARTERS 30
+
+typedef struct {
+    Py_UCS4 cp;
+    int ccc;
+    uint8_t cls;
+} Unit;
+
+typedef struct {
+    PyObject *out; /* bytes being written, grown as needed */
+    uint8_t *dst;
+    Py_ssize_t w, cap;
+    const uint8_t *marker; /* the table above, or all zeros for capcode 0 */
+    uint8_t del;           /* what DEL becomes: 0x14 with capcode 1 */
+    int prev;              /* (before previous * N_CLASSES + previous) classes */
+    Unit run[MAX_NONSTARTERS];
+    int n_run;
+} Normalizer;
+
+static const uint8_t no_markers[N_CLASSES * N_CLASSES * N_CLASSES];
+
+/* room for `extra` more bytes */
+static int reserve(Normalizer *z, Py_ssize_t extra) {
+    if (z->w + extra <= z->cap)
+        return 0;
+    if (z->cap > PY_SSIZE_T_MAX / 2 - extra) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (_PyBytes_Resize(&z->out, z->cap * 2 + extra) < 0)
+        return -1;
+    z->dst = (uint8_t *)PyBytes_AS_STRING(z->out);
+    z->cap = PyBytes_GET_SIZE(z->out);
+    return 0;
+}
+
+/* one code point of the NFD text: its capcode marker, then its UTF-8 (room for 6 bytes reserved) */
+static inline void emit(Normalizer *z, Py_UCS4 c, int cls) {
+    uint8_t *dst = z->dst;
+    Py_ssize_t w = z->w;
+    if (z->marker[z->prev * N_CLASSES + cls]) {
+        dst[w++] = 0x7F;
+        dst[w++] = 0x20;
+    }
+    z->prev = (z->prev % N_CLASSES) * N_CLASSES + cls;
+    if (c < 0x80) {
+        dst[w++] = c == 0x7F ? z->del : (uint8_t)c;
+    } else if (c < 0x800) {
+        dst[w++] = (uint8_t)(0xC0 | (c >> 6));
+        dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+        dst[w++] = (uint8_t)(0xE0 | (c >> 12));
+        dst[w++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
+    } else {
+        dst[w++] = (uint8_t)(0xF0 | (c >> 18));
+        dst[w++] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+        dst[w++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
+    }
+    z->w = w;
+}
+
+/* the pending non-starters in canonical order (insertion sort: stable, and a run is short) */
+static int flush_run(Normalizer *z) {
+    for (int k = 1; k < z->n_run; k++) {
+        Unit u = z->run[k];
+        int m = k;
+        for (; m > 0 && z->run[m - 1].ccc > u.ccc; m--)
+            z->run[m] = z->run[m - 1];
+        z->run[m] = u;
+    }
+    if (reserve(z, 6 * (Py_ssize_t)z->n_run) < 0)
+        return -1;
+    for (int k = 0; k < z->n_run; k++)
+        emit(z, z->run[k].cp, z->run[k].cls);
+    z->n_run = 0;
+    return 0;
+}
+
+/* a code point of the decomposed text: 1 done, 0 the run is too long for this pass, -1 error */
+static inline int add(Normalizer *z, Py_UCS4 c, int ccc, int cls) {
+    if (ccc == 0) {
+        if ((z->n_run && flush_run(z) < 0) || reserve(z, 6) < 0)
+            return -1;
+        emit(z, c, cls);
+        return 1;
+    }
+    if (z->n_run == MAX_NONSTARTERS)
+        return 0;
+    z->run[z->n_run++] = (Unit){c, ccc, (uint8_t)cls};
+    return 1;
+}
+
+/* chars[c] as (class, combining class, NFD): a new reference to the NFD string, or NULL */
+static PyObject *char_info(PyObject *chars, Py_UCS4 c, int *cls, int *ccc) {
+    PyObject *key = PyLong_FromUnsignedLong(c);
+    PyObject *v = key ? PyObject_GetItem(chars, key) : NULL;
+    Py_XDECREF(key);
+    if (!v)
         return NULL;
+    PyObject *nfd = NULL;
+    if (PyTuple_Check(v) && PyTuple_GET_SIZE(v) == 3 && PyUnicode_Check(PyTuple_GET_ITEM(v, 0))
+        && PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(v, 0)) == 1 && PyLong_Check(PyTuple_GET_ITEM(v, 1))
+        && PyUnicode_Check(PyTuple_GET_ITEM(v, 2)) && PyUnicode_GET_LENGTH(PyTuple_GET_ITEM(v, 2)) > 0) {
+        Py_UCS4 name = PyUnicode_READ_CHAR(PyTuple_GET_ITEM(v, 0), 0);
+        *cls = name == 'a' ? LETTER : name == '0' ? NUMBER : name == 'm' ? MARK
+             : name == ' ' ? SPACE : name == '\'' ? APOSTROPHE : OTHER;
+        *ccc = (int)PyLong_AsLong(PyTuple_GET_ITEM(v, 1));
+        nfd = PyTuple_GET_ITEM(v, 2);
+        Py_INCREF(nfd);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "Scanner: chars must map code points to (class, combining class, NFD) tuples");
+    }
+    Py_DECREF(v);
+    return nfd;
+}
+
+/* one non-ASCII code point, decomposed (or not) and added unit by unit */
+static int add_decomposed(Normalizer *z, PyObject *chars, Py_UCS4 c, int nfd) {
+    int cls, ccc;
+    PyObject *decomposition = char_info(chars, c, &cls, &ccc);
+    if (!decomposition)
+        return -1;
+    int rc = 1;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(decomposition);
+    if (!nfd || (len == 1 && PyUnicode_READ_CHAR(decomposition, 0) == c)) {
+        rc = add(z, c, nfd ? ccc : 0, cls);
+    } else {
+        for (Py_ssize_t k = 0; k < len && rc == 1; k++) {
+            Py_UCS4 d = PyUnicode_READ_CHAR(decomposition, k);
+            if (d < 0x80) {
+                rc = add(z, d, 0, ascii_class[d]);
+            } else {
+                PyObject *own = char_info(chars, d, &cls, &ccc); /* a decomposition decomposes to itself */
+                if (!own) {
+                    rc = -1;
+                    break;
+                }
+                Py_DECREF(own);
+                rc = add(z, d, ccc, cls);
+            }
+        }
+    }
+    Py_DECREF(decomposition);
+    return rc;
+}
+
+/* ASCII from text[k] on, while no non-starter is pending: the common case, in a tight loop.
+ * Returns where it stopped (the first non-ASCII code point, or n), -1 on error. */
+#define ASCII_BLOCK 256
+static Py_ssize_t add_ascii(Normalizer *z, int kind, const void *data, Py_ssize_t k, Py_ssize_t n) {
+    while (k < n) {
+        Py_ssize_t stop = n - k < ASCII_BLOCK ? n : k + ASCII_BLOCK;
+        if (reserve(z, 3 * ASCII_BLOCK) < 0)
+            return -1;
+        uint8_t *dst = z->dst;
+        Py_ssize_t w = z->w;
+        int prev = z->prev;
+        for (; k < stop; k++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, k);
+            if (c >= 0x80)
+                break;
+            int cls = ascii_class[c];
+            /* the marker's two bytes are written always and kept only when due */
+            dst[w] = 0x7F;
+            dst[w + 1] = 0x20;
+            w += 2 * z->marker[prev * N_CLASSES + cls];
+            prev = (prev % N_CLASSES) * N_CLASSES + cls;
+            dst[w++] = c == 0x7F ? z->del : (uint8_t)c;
+        }
+        z->w = w;
+        z->prev = prev;
+        if (k < stop)
+            break;
+    }
+    return k;
+}
+
+static PyObject *normalize_text(Scanner *self, PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "normalize() takes str, not %s", Py_TYPE(text)->tp_name);
+        return NULL;
+    }
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
-    const void *chars = PyUnicode_DATA(text);
-    /* worst case: 4 bytes per code point plus a 2-byte marker before each */
-    if (n > (PY_SSIZE_T_MAX - 16) / 6)
+    const void *data = PyUnicode_DATA(text);
+    if (n > (PY_SSIZE_T_MAX - 16) / 4)
         return PyErr_NoMemory();
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 6 + 1);
-    if (!out)
+    Normalizer z = {.out = PyBytes_FromStringAndSize(NULL, n + n / 4 + 16),
+                    .marker = self->capcode == 1 ? marker : no_markers,
+                    .del = self->capcode == 1 ? 0x14 : 0x7F};
+    if (!z.out)
         return NULL;
-    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
-    Py_ssize_t w = 0;
-    char prev1 = 0, prev2 = 0; /* classes of the two previous code points; 0 = none */
-    for (Py_ssize_t k = 0; k < n; k++) {
-        Py_UCS4 c = PyUnicode_READ(kind, chars, k);
-        char cls;
-        if (c < 128) {
-            cls = ascii_class[c];
-        } else if (c >= 0xD800 && c <= 0xDFFF) {
-            Py_DECREF(out);
-            Py_RETURN_NONE;
-        } else {
-            PyObject *key = PyLong_FromUnsignedLong(c);
-            PyObject *v = key ? PyObject_GetItem(classes, key) : NULL;
-            Py_XDECREF(key);
-            if (!v) {
-                Py_DECREF(out);
-                return NULL;
+    z.dst = (uint8_t *)PyBytes_AS_STRING(z.out);
+    z.cap = PyBytes_GET_SIZE(z.out);
+    int rc = 1;
+    Py_ssize_t k = 0;
+    while (k < n && rc == 1) {
+        if (!z.n_run) {
+            k = add_ascii(&z, kind, data, k, n);
+            if (k < 0) {
+                rc = -1;
+                break;
             }
-            if (!PyUnicode_Check(v) || PyUnicode_GET_LENGTH(v) != 1) {
-                Py_DECREF(v);
-                Py_DECREF(out);
-                PyErr_SetString(PyExc_TypeError, "capcode1_utf8: classes must map code points to 1-character strings");
-                return NULL;
-            }
-            cls = (char)PyUnicode_READ_CHAR(v, 0);
-            Py_DECREF(v);
+            if (k == n)
+                break;
         }
-        int marker = 0;
-        if (cls == 'a')
-            marker = !(prev1 == ' ' || prev1 == 'a' || prev1 == 'm' || (prev1 == '\'' && prev2 == 'a'));
-        else if (cls == '0')
-            marker = !(prev1 == ' ' || prev1 == '0');
-        if (marker) {
-            dst[w++] = 0x7F;
-            dst[w++] = 0x20;
-        }
-        if (c == 0x7F)
-            c = 0x14;
-        if (c < 0x80) {
-            dst[w++] = (uint8_t)c;
-        } else if (c < 0x800) {
-            dst[w++] = (uint8_t)(0xC0 | (c >> 6));
-            dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
-        } else if (c < 0x10000) {
-            dst[w++] = (uint8_t)(0xE0 | (c >> 12));
-            dst[w++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-            dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
-        } else {
-            dst[w++] = (uint8_t)(0xF0 | (c >> 18));
-            dst[w++] = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
-            dst[w++] = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
-            dst[w++] = (uint8_t)(0x80 | (c & 0x3F));
-        }
-        prev2 = prev1;
-        prev1 = cls;
+        Py_UCS4 c = PyUnicode_READ(kind, data, k++);
+        if (c < 0x80)
+            rc = add(&z, c, 0, ascii_class[c]);
+        else if (c >= 0xD800 && c <= 0xDFFF)
+            rc = 0;
+        else
+            rc = add_decomposed(&z, self->chars, c, self->nfd);
     }
-    if (_PyBytes_Resize(&out, w) < 0)
+    if (rc == 1 && z.n_run && flush_run(&z) < 0)
+        rc = -1;
+    if (rc != 1) {
+        Py_XDECREF(z.out);
+        if (rc < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (_PyBytes_Resize(&z.out, z.w) < 0)
         return NULL;
-    return out;
+    return z.out;
 }
 
 static PyMethodDef module_methods[] = {
-    {"capcode1_utf8", (PyCFunction)capcode1_utf8, METH_VARARGS, "capcode1_utf8(text, classes) -> bytes or None"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef Scanner_methods[] = {
     {"encode", (PyCFunction)Scanner_encode, METH_O, "encode(normalized: bytes) -> (ids, missing)"},
+    {"encode_text", (PyCFunction)Scanner_encode_text, METH_O, "encode_text(text: str) -> ids, or None (normalize)"},
+    {"normalize", (PyCFunction)Scanner_normalize, METH_O, "normalize(text: str) -> bytes, or None: the pure path must run"},
     {"decode", (PyCFunction)Scanner_decode, METH_O, "decode(ids) -> bytes, delete markers applied"},
     {"join", (PyCFunction)Scanner_join, METH_O, "join(ids) -> the ids' stored bytes, concatenated"},
     {"strip", (PyCFunction)Scanner_strip, METH_VARARGS, "strip(data, pending) -> (bytes, pending)"},
@@ -848,18 +1149,7 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__tokenmonster(void) {
-    for (int c = 0; c < 128; c++) {
-        char cls = '.';
-        if (c == ' ')
-            cls = ' ';
-        else if (c == '\'')
-            cls = '\'';
-        else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-            cls = 'a';
-        else if (c >= '0' && c <= '9')
-            cls = '0';
-        ascii_class[c] = cls;
-    }
+    init_classes();
     if (PyType_Ready(&ScannerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);
