@@ -370,6 +370,28 @@ def test_split_special_tokens_in_batches(tokenizer):
     assert all(8000 not in ids and 8001 not in ids for ids in batch)
 
 
+def test_plain_batches_warn_about_too_long_sequences_as_transformers_does(tokenizer_dir, caplog):
+    """The warning transformers gives for a sequence longer than model_max_length: the same from
+    a plain batch as from a single text (transformers' own path), and none when all fit."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    long_text = "A sentence that is well over eight tokens long, to be sure of it."
+    hf_logging.enable_propagation()
+    try:
+        messages = {}
+        for case, texts in (("single", long_text), ("batch", ["Short.", long_text, "Hi"]), ("all fit", ["Short.", "Hi"])):
+            tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True, model_max_length=8)
+            caplog.clear()
+            with caplog.at_level("WARNING"):
+                tok(texts)
+            messages[case] = {r.getMessage() for r in caplog.records if "maximum sequence length" in r.getMessage()}
+    finally:
+        hf_logging.disable_propagation()
+    assert len(messages["single"]) == 1 and messages["batch"] == messages["single"]
+    assert messages["all fit"] == set()
+
+
 def _incremental_detokenize(tokenizer, prompt: list[int], generated: list[int], window: int = 5) -> str:
     """Incremental detokenization as vLLM and TGI do it: token strings from
     convert_ids_to_tokens, a window of them decoded twice with convert_tokens_to_string (up to
