@@ -53,6 +53,10 @@ typedef struct {
      * entry's key after the alternative, done once at load (SPEC §5.3's branches 2 and 3
      * start there). sw_node -2: not a prefix (walk normally); -1: the walk dies inside the key */
     int32_t *sw_node, *sw_best, *sw_best_len, *sw_consumed;
+    /* per entry: the trie node of " " + its key, or -1 when no key starts so. A spaced branch
+     * (SPEC §5.3) only counts when its token is longer than " " + the plain token it competes
+     * with, so its walk starts there, at the end of that token */
+    int32_t *spaced_node;
     /* decoding */
     Py_ssize_t n_ids;
     PyObject **table; /* bytes per id (new references) */
@@ -153,24 +157,16 @@ static inline int32_t longest(const Scanner *s, const uint8_t *data, Py_ssize_t 
     return longest_from(s, data, p, n, 0, -1, 0, 0, len_out);
 }
 
-/* Longest key that is a prefix of " " + data[p:]: (entry, length with the space), or (0, 0). */
-static inline int32_t longest_spaced(const Scanner *s, const uint8_t *data, Py_ssize_t p, Py_ssize_t n, int *len_out) {
-    int32_t node = s->space_node, best = 0;
+/* The longest key that is a prefix of " " + data[p:] and longer than " " + the entry `plain`,
+ * which data[p:] starts with: the entry (or -1) and its length with the space. */
+static inline int32_t longer_spaced(const Scanner *s, const uint8_t *data, Py_ssize_t p, Py_ssize_t n, int32_t plain,
+                                    int *len_out) {
+    int32_t node = s->spaced_node[plain], best = -1;
     int best_len = 0;
-    if (node < 0 || s->maxlen == 0) {
-        *len_out = 0;
-        return 0;
-    }
-    if (TERM(s, node) >= 0) {
-        best = TERM(s, node);
-        best_len = 1;
-    }
     Py_ssize_t stop = p + s->maxlen - 1 < n ? p + s->maxlen - 1 : n;
-    for (Py_ssize_t q = p; q < stop; q++) {
+    for (Py_ssize_t q = p + s->key_len[plain]; node >= 0 && q < stop; q++) {
         node = step(s, node, data[q]);
-        if (node < 0)
-            break;
-        if (TERM(s, node) >= 0) {
+        if (node >= 0 && TERM(s, node) >= 0) {
             best = TERM(s, node);
             best_len = (int)(q - p + 2);
         }
@@ -254,8 +250,8 @@ static Py_ssize_t scan(const Scanner *s, const uint8_t *data, Py_ssize_t n, IdBu
                 emit[0] = cur; adv[0] = L; next[0] = n1; nlen[0] = l1;
                 if (s->has_delete && (flags[n1] & 2) && nb == 1 && nwords[n1] == 0) {
                     int k;
-                    int32_t m = longest_spaced(s, data, j, n, &k);
-                    if (k > l1 + 1) {
+                    int32_t m = longer_spaced(s, data, j, n, n1, &k);
+                    if (m >= 0) {
                         k -= 1;
                         sc[3] = score_spaced(L + k, f1, w1, flags[m], nwords[m], CLS(j + k));
                         emit[3] = cur; adv[3] = L; next[3] = m; nlen[3] = k;
@@ -289,8 +285,8 @@ static Py_ssize_t scan(const Scanner *s, const uint8_t *data, Py_ssize_t n, IdBu
                     emit[slot] = a; adv[slot] = la; next[slot] = n2; nlen[slot] = l2;
                     if (s->has_delete && (flags[n2] & 2) && nb == 1 && nwords[n2] == 0) {
                         int k;
-                        int32_t m = longest_spaced(s, data, q, n, &k);
-                        if (k > l2 + 1) {
+                        int32_t m = longer_spaced(s, data, q, n, n2, &k);
+                        if (m >= 0) {
                             k -= 1;
                             t = la + k;
                             sc[slot + 3] = score_spaced(t, fa, wa, flags[m], nwords[m], CLS(q + k)) - penalty(t, L);
@@ -364,6 +360,7 @@ static void Scanner_dealloc(Scanner *self) {
     PyMem_Free(self->sw_best);
     PyMem_Free(self->sw_best_len);
     PyMem_Free(self->sw_consumed);
+    PyMem_Free(self->spaced_node);
     PyMem_Free(self->hkeys);
     PyMem_Free(self->hvals);
     if (self->table) {
@@ -616,13 +613,18 @@ done:
     self->sw_best = PyMem_Malloc(slots * sizeof(int32_t));
     self->sw_best_len = PyMem_Malloc(slots * sizeof(int32_t));
     self->sw_consumed = PyMem_Malloc(slots * sizeof(int32_t));
-    if (!self->sw_node || !self->sw_best || !self->sw_best_len || !self->sw_consumed) {
+    self->spaced_node = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    if (!self->sw_node || !self->sw_best || !self->sw_best_len || !self->sw_consumed || !self->spaced_node) {
         PyErr_NoMemory();
         return -1;
     }
     for (int e = 0; e < n; e++) {
         PyObject *key = PySequence_Fast_GET_ITEM(fast_keys, e);
         const uint8_t *kb = (const uint8_t *)PyBytes_AS_STRING(key);
+        int32_t spaced = self->space_node;
+        for (Py_ssize_t d = 0; spaced >= 0 && d < PyBytes_GET_SIZE(key); d++)
+            spaced = step(self, spaced, kb[d]);
+        self->spaced_node[e] = spaced;
         for (int slot = 0; slot < 2; slot++) {
             size_t w = (size_t)e * 2 + slot;
             int32_t a = slot == 0 ? self->alt1[e] : self->alt2[e];
@@ -902,7 +904,7 @@ typedef struct {
     Py_ssize_t w, cap;
     const uint8_t *marker; /* the table above, or all zeros for capcode 0 */
     uint8_t del;           /* what DEL becomes: 0x14 with capcode 1 */
-    int prev;              /* (before previous * N_CLASSES + previous) classes */
+    int prev2, prev1;      /* classes of the two code points before */
     Unit run[MAX_NONSTARTERS];
     int n_run;
 } Normalizer;
@@ -928,11 +930,12 @@ static int reserve(Normalizer *z, Py_ssize_t extra) {
 static inline void emit(Normalizer *z, Py_UCS4 c, int cls) {
     uint8_t *dst = z->dst;
     Py_ssize_t w = z->w;
-    if (z->marker[z->prev * N_CLASSES + cls]) {
+    if (z->marker[(z->prev2 * N_CLASSES + z->prev1) * N_CLASSES + cls]) {
         dst[w++] = 0x7F;
         dst[w++] = 0x20;
     }
-    z->prev = (z->prev % N_CLASSES) * N_CLASSES + cls;
+    z->prev2 = z->prev1;
+    z->prev1 = cls;
     if (c < 0x80) {
         dst[w++] = c == 0x7F ? z->del : (uint8_t)c;
     } else if (c < 0x800) {
@@ -1046,7 +1049,7 @@ static Py_ssize_t add_ascii(Normalizer *z, int kind, const void *data, Py_ssize_
             return -1;
         uint8_t *dst = z->dst;
         Py_ssize_t w = z->w;
-        int prev = z->prev;
+        int prev2 = z->prev2, prev1 = z->prev1;
         for (; k < stop; k++) {
             Py_UCS4 c = PyUnicode_READ(kind, data, k);
             if (c >= 0x80)
@@ -1055,12 +1058,14 @@ static Py_ssize_t add_ascii(Normalizer *z, int kind, const void *data, Py_ssize_
             /* the marker's two bytes are written always and kept only when due */
             dst[w] = 0x7F;
             dst[w + 1] = 0x20;
-            w += 2 * z->marker[prev * N_CLASSES + cls];
-            prev = (prev % N_CLASSES) * N_CLASSES + cls;
+            w += 2 * z->marker[(prev2 * N_CLASSES + prev1) * N_CLASSES + cls];
+            prev2 = prev1;
+            prev1 = cls;
             dst[w++] = c == 0x7F ? z->del : (uint8_t)c;
         }
         z->w = w;
-        z->prev = prev;
+        z->prev2 = prev2;
+        z->prev1 = prev1;
         if (k < stop)
             break;
     }
