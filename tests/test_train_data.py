@@ -16,6 +16,32 @@ def test_clean_text_applies_nfkc_strips_lines_and_collapses_whitespace():
     assert clean_text("\n \n") == ""
 
 
+def test_clean_text_is_the_cards_rule_as_written(shared):
+    """The one-split implementation against the rule spelled out step by step (NFKC, strip each
+    line, drop empty lines, join with spaces, collapse whitespace), on random strings of every
+    whitespace and line-boundary character and those NFKC turns into whitespace, and on corpora."""
+    import random
+    import re
+    import sys
+    import unicodedata
+
+    def as_written(text: str) -> str:
+        text = unicodedata.normalize("NFKC", text)
+        lines = (line.strip() for line in text.splitlines())
+        return re.sub(r"\s+", " ", " ".join(line for line in lines if line)).strip()
+
+    spacy = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF
+             and any(ch.isspace() for ch in unicodedata.normalize("NFKC", chr(c)))]
+    pool = spacy + ["\r\n", "a", "b", "\u00e9", "e\u0301", "\ufb01", "\u2460", "."]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randrange(14)))
+        assert clean_text(text) == as_written(text), repr(text)
+    for name in ("wikitext2_test.txt", "gutenberg_val.txt"):
+        text = (shared / "corpora" / name).read_text(encoding="utf-8")
+        assert clean_text(text) == as_written(text), name
+
+
 def test_build_eval_blocks_packs_cleaned_documents_with_eos(tmp_path, tokenizer):
     path = tmp_path / "docs.txt"
     path.write_text("First  paragraph.\nStill the first document.\n\nSecond document here.\n\n\nThird one, with more words in it.\n")

@@ -26,7 +26,6 @@ import glob as _glob
 import hashlib
 import json
 import os
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,6 @@ from typing import Iterable, Iterator
 from stentor_hub.errors import DataError, MissingInputError
 from stentor_hub.helpers import not_utf8, read_jsonl
 
-_WHITESPACE = re.compile(r"\s+")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 # bump when clean_text or the document rules change: it invalidates cached token files
 DATA_FORMAT_VERSION = 1
@@ -43,10 +41,10 @@ DATA_FORMAT_VERSION = 1
 
 def clean_text(text: str) -> str:
     """The card's cleaning: NFKC; strip every line, drop empty lines, join with single spaces;
-    collapse runs of whitespace."""
-    text = unicodedata.normalize("NFKC", text)
-    lines = (line.strip() for line in text.splitlines())
-    return _WHITESPACE.sub(" ", " ".join(line for line in lines if line)).strip()
+    collapse runs of whitespace. One ``str.split()`` does all but NFKC: every line boundary is
+    whitespace to it, and it drops the empty pieces (twice as fast as the regex it replaced,
+    with the same result: tests/test_train_data.py)."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 @dataclass
@@ -127,7 +125,7 @@ def _txt_documents(path: Path) -> Iterator[str]:
     with open(path, encoding="utf-8") as f:
         try:
             for line in f:
-                if line.strip():
+                if not line.isspace():  # = line.strip() (a line is never ""), without the copy
                     lines.append(line)
                 elif lines:
                     yield "".join(lines)
@@ -234,7 +232,9 @@ def tokenize_document(text: str, tokenizer) -> list[int]:
     text = clean_text(text)
     if not text:
         return []
-    return list(tokenizer.encode(text, add_special_tokens=False)) + [tokenizer.eos_token_id]
+    ids = list(tokenizer.encode(text, add_special_tokens=False))
+    ids.append(tokenizer.eos_token_id)
+    return ids
 
 
 def iter_token_documents(source, tokenizer) -> Iterator[list[int]]:
