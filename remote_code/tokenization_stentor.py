@@ -318,6 +318,15 @@ class StentorTokenizer(PreTrainedTokenizer):
         """transformers 5.x entry point for one text or a batch."""
         if kwargs.get("return_offsets_mapping"):
             raise NotImplementedError(_NO_OFFSETS)
+        padding = getattr(kwargs.get("padding_strategy"), "value", kwargs.get("padding_strategy"))
+        if (text_pair is None and isinstance(text, str) and padding in (None, False, "do_not_pad")
+                and not kwargs.get("return_length") and self._is_plain_batch([text], kwargs)):
+            # one text, unpadded: a plain batch of one, without the token strings transformers'
+            # path builds (a tenth of data preparation's time went on them in tokenizer.encode)
+            batch = self._encode_plain_batch([text], **kwargs)
+            if kwargs.get("return_tensors") is None:
+                return BatchEncoding({key: value[0] for key, value in batch.items()})
+            return batch  # with tensors transformers gives one text a batch axis too
         if text_pair is None and self._is_plain_batch(text, kwargs):
             return self._encode_plain_batch(text, **kwargs)
         return super()._encode_plus(text=text, text_pair=text_pair, **kwargs)

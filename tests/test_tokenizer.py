@@ -347,18 +347,22 @@ def test_remote_code_is_self_contained():
 )
 @pytest.mark.parametrize("add_bos_token", [True, False])
 def test_plain_batches_match_transformers_batch_path(tokenizer_dir, options, add_bos_token):
-    """Plain batches skip transformers' per-sequence machinery; truncation=True with a long
-    max_length sends the same batch through transformers' own path, with the same result."""
+    """Plain batches (and single texts) skip transformers' per-sequence machinery;
+    truncation=True with a long max_length sends the same input through transformers' own path,
+    with the same result."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=True, add_bos_token=add_bos_token)
     texts = ["Short one.", "A longer sentence, with </s> inside and café.", "", "日本語 😀", "<|reserved_3|>x<s>"]
-    fast = tok(texts, **options)
-    slow = tok(texts, truncation=True, **{"max_length": 10_000, **options})
-    assert list(fast.keys()) == list(slow.keys())
-    for key in fast:
-        a, b = fast[key], slow[key]
-        assert (a.tolist() if hasattr(a, "tolist") else a) == (b.tolist() if hasattr(b, "tolist") else b), key
+    # a batch, then each text alone (a plain batch of one, unbatched as transformers does)
+    for inputs in [texts] + texts:
+        fast = tok(inputs, **options)
+        slow = tok(inputs, truncation=True, **{"max_length": 10_000, **options})
+        assert list(fast.keys()) == list(slow.keys())
+        for key in fast:
+            a, b = fast[key], slow[key]
+            assert (a.tolist() if hasattr(a, "tolist") else a) == (b.tolist() if hasattr(b, "tolist") else b), (inputs, key)
+    assert tok.encode(texts[1], add_special_tokens=False) == tok.convert_tokens_to_ids(tok.tokenize(texts[1]))
 
 
 def test_split_special_tokens_in_batches(tokenizer):
