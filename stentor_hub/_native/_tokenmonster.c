@@ -1077,6 +1077,10 @@ static PyObject *normalize_text(Scanner *self, PyObject *text) {
         PyErr_Format(PyExc_TypeError, "normalize() takes str, not %s", Py_TYPE(text)->tp_name);
         return NULL;
     }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) /* a string made by the old Py_UNICODE APIs (before 3.12) */
+        return NULL;
+#endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
