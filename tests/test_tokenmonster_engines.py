@@ -235,6 +235,40 @@ def test_native_stream_decoder_matches_pure_on_random_chunkings(pairs, shared):
             assert dn.flush() == dp.flush(), (name, chunks)
 
 
+def test_native_collapse_whitespace_is_the_split():
+    """The data cleaning's compiled whitespace collapse against " ".join(text.split()): every
+    code point alone and between others (each kind of str: ASCII, Latin-1, 2 and 4 bytes; the
+    result narrowed as Python narrows), random strings of whitespace and text, non-str refused."""
+    _require_native()
+    from stentor_hub._native._tokenmonster import collapse_whitespace
+
+    def split_form(text):
+        return " ".join(text.split())
+
+    for c in range(sys.maxunicode + 1):
+        ch = chr(c)
+        for text in (ch, f"a{ch}b", f" {ch} ", ch * 3, f"\u3000{ch}"):
+            out = collapse_whitespace(text)
+            assert out == split_form(text) and sys.getsizeof(out) == sys.getsizeof(split_form(text)), hex(c)
+    pool = [" ", "\t", "\n", "\r\n", "\x0b", "\x1c", "\x85", "\u00a0", "\u2028", "\u3000", "a", "\u00e9",
+            "\u20ac", "\U0001F600", "\ud800"]
+    rng = random.Random(3)
+    for _ in range(50_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randrange(16)))
+        assert collapse_whitespace(text) == split_form(text), repr(text)
+    with pytest.raises(TypeError, match="takes str, not bytes"):
+        collapse_whitespace(b"a b")
+
+
+def test_data_cleaning_uses_the_engine_it_is_given():
+    """clean_text collapses with the compiled form unless STENTOR_TOKENMONSTER=python."""
+    _require_native()
+    from stentor_hub.recipes import data
+
+    expected = "collapse_whitespace_python" if FORCED_PYTHON else "collapse_whitespace"
+    assert data.collapse_whitespace.__name__ == expected
+
+
 # ---------------------------------------------------------------------------------------
 # Threads
 
