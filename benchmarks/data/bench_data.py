@@ -1,16 +1,17 @@
 """Data preparation: tokens/s and MB/s of `stentor-hub data prepare` with 1 and 2 workers, peak
 memory at two budgets, and how long training takes to start from prepared shards.
 
-    python benchmarks/data/bench_data.py                      # 2M tokens for speed, 1M and 8M for memory
-    python benchmarks/data/bench_data.py --speed-tokens 4000000 --workers 1 2 4
+    python benchmarks/data/bench_data.py                      # the whole file for speed, 1M and 8M for memory
+    python benchmarks/data/bench_data.py --speed-tokens 4000000 --workers 1 2 4 --repeats 5
 
 Every preparation runs in a fresh process (``python -m stentor_hub data prepare``) into a new
 folder, on ``gutenberg_train.txt`` from the shared data (whole books, the 30M recipe's 1,024-token
 blocks; two eval blocks from ``gutenberg_val.txt``). Peak resident memory is the kernel's ``ru_maxrss``: of the main process
 (reading, merging, writing) and of the largest worker (cleaning, tokenizing). Start time: the 30M
 recipe's ``train()`` from ready shards to the Trainer's train-begin event, and the same with the
-shards missing (prepared first). The load average is printed beside each figure: on a shared machine
-the wall clock measures the neighbours too.
+shards missing (prepared first). The speed runs are interleaved (1, 2, 1, 2, ... workers) and
+repeated; each row is the median run, with the fastest and slowest beside it. The load average is
+printed beside each figure: on a shared machine the wall clock measures the neighbours too.
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ def start_time(shards_dir: Path, budget: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--speed-tokens", type=int, default=2_000_000, help="budget of the tokens/s runs")
+    parser.add_argument("--speed-tokens", type=int, default=10_000_000,
+                        help="budget of the tokens/s runs (gutenberg_train.txt holds 7.9M)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per worker count, interleaved")
     parser.add_argument("--memory-budgets", type=int, nargs="+", default=[1_000_000, 8_000_000])
     parser.add_argument("--memory-workers", type=int, default=2)
     args = parser.parse_args(argv)
@@ -109,11 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for workers in args.workers:
-            rows.append(prepare(tmp / f"speed-{workers}", workers, args.speed_tokens))
+        runs: dict[int, list[dict]] = {w: [] for w in args.workers}
+        for repeat in range(args.repeats):
+            for workers in args.workers:
+                runs[workers].append(prepare(tmp / f"speed-{workers}-{repeat}", workers, args.speed_tokens))
+        for workers, done in runs.items():
+            done.sort(key=lambda r: r["seconds"])
+            median = dict(done[len(done) // 2], fastest=done[0]["seconds"], slowest=done[-1]["seconds"])
+            rows.append(median)
         for budget in args.memory_budgets:
             rows.append(prepare(tmp / f"mem-{budget}", args.memory_workers, budget))
-        same = len({(tmp / f"speed-{w}" / "index.json").read_bytes() for w in args.workers}) == 1
+        same = len({(tmp / f"speed-{w}-{r}" / "index.json").read_bytes()
+                    for w in args.workers for r in range(args.repeats)}) == 1
         budget = args.memory_budgets[-1]
         ready = start_time(tmp / f"mem-{budget}", budget)
         small = args.memory_budgets[0]
@@ -122,28 +132,30 @@ def main(argv: list[str] | None = None) -> int:
     engines = ", ".join(sorted({r["engine"] for r in rows}))
     print(f"\nstentor-hub data prepare on gutenberg_train.txt ({engines} TokenMonster engine; {cores} CPU cores, "
           f"load average {os.getloadavg()[0]:.1f} now; each row shows the load during its run)\n")
-    print(f"| {'workers':>7} | {'budget':>10} | {'tokens':>10} | {'seconds':>8} | {'tokens/s':>9} | {'MB/s':>5} | "
-          f"{'main RSS MB':>11} | {'worker RSS MB':>13} | {'load':>4} |")
-    print(f"|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 11}|{'-' * 7}|{'-' * 13}|{'-' * 15}|{'-' * 6}|")
+    print(f"| {'workers':>7} | {'budget':>10} | {'tokens':>10} | {'seconds':>8} | {'min-max s':>9} | {'tokens/s':>9} | "
+          f"{'MB/s':>5} | {'main RSS MB':>11} | {'worker RSS MB':>13} | {'load':>4} |")
+    print(f"|{'-' * 9}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 11}|{'-' * 11}|{'-' * 7}|{'-' * 13}|{'-' * 15}|{'-' * 6}|")
     for r in rows:
         worker = "-" if r["worker_rss_mb"] is None else f"{r['worker_rss_mb']:.0f}"
-        print(f"| {r['workers']:>7} | {r['budget']:>10,} | {r['tokens']:>10,} | {r['seconds']:>8.1f} | "
+        spread = f"{r['fastest']:.2f}-{r['slowest']:.2f}" if "fastest" in r else "-"
+        print(f"| {r['workers']:>7} | {r['budget']:>10,} | {r['tokens']:>10,} | {r['seconds']:>8.2f} | {spread:>9} | "
               f"{r['tokens'] / r['seconds']:>9,.0f} | {r['bytes'] / 1e6 / r['seconds']:>5.2f} | {r['main_rss_mb']:>11.0f} | "
               f"{worker:>13} | {r['load']:>4.1f} |")
     speed = {r["workers"]: r["tokens"] / r["seconds"] for r in rows[:len(args.workers)]}
     if 1 in speed and 2 in speed:
         print(f"\n2 workers / 1 worker: {speed[2] / speed[1]:.2f}x by wall clock (target >= 1.8x on an idle 2-core machine)")
         # on a shared machine the wall clock measures the neighbours: CPU time says what an idle one
-        # would do, the busiest of the 2-worker run's processes (main, or one worker) setting the pace
+        # would do, the busiest of the 2-worker run's processes (main, or one worker) setting the
+        # pace, or all of them sharing the cores
         one, two = (next(r for r in rows if r["workers"] == w) for w in (1, 2))
-        pace = max(two["main_cpu_s"], two["workers_cpu_s"] / 2)
+        pace = max(two["main_cpu_s"], two["workers_cpu_s"] / 2, (two["main_cpu_s"] + two["workers_cpu_s"]) / min(cores, 3))
         print(f"CPU seconds: 1 worker {one['main_cpu_s']:.1f} (one process); 2 workers: main {two['main_cpu_s']:.1f}, "
               f"workers {two['workers_cpu_s']:.1f} in all; on idle cores: {one['main_cpu_s'] / pace:.2f}x")
     print(f"same bytes for every worker count: {same}")
     best = max(speed.values())
     per_core = speed.get(1, best)
-    print(f"extrapolation, 400M tokens: {400e6 / per_core / 60:.0f} min on 1 core at {per_core:,.0f} tokens/s; "
-          f"~{400e6 / (per_core * 4 * 0.9) / 60:.0f} min on 4 cores (assuming 90% scaling)")
+    print(f"extrapolation, 400M tokens: {400e6 / per_core:.0f} s on 1 core at {per_core:,.0f} tokens/s; "
+          f"~{400e6 / (per_core * 4 * 0.9):.0f} s on 4 cores (assuming 90% scaling)")
     print(f"training start (30M recipe, train() to the Trainer's train-begin): {ready:.1f}s from prepared {budget:,}-token shards; "
           f"{missing:.1f}s with {small:,}-token shards missing (prepared first, all cores)")
     return 0
