@@ -8,6 +8,7 @@ from stentor_hub.remote_code import load
 _engine = load("tokenmonster")
 Vocab, StreamDecoder, EncodeResult, UnsupportedVocabError = (
     _engine.Vocab, _engine.StreamDecoder, _engine.EncodeResult, _engine.UnsupportedVocabError)
-ENGINES, DEFAULT_ENGINE = _engine.ENGINES, _engine.DEFAULT_ENGINE
+#: the compiled module ``Vocab`` uses by default (imported and ABI-checked there), or None
+NATIVE = _engine._NATIVE if _engine.DEFAULT_ENGINE == "native" else None
 
-__all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError", "ENGINES", "DEFAULT_ENGINE"]
+__all__ = ["Vocab", "StreamDecoder", "EncodeResult", "UnsupportedVocabError", "NATIVE"]

@@ -241,9 +241,7 @@ def test_native_collapse_whitespace_is_the_split():
     result narrowed as Python narrows), random strings of whitespace and text, non-str refused."""
     _require_native()
     from stentor_hub._native._tokenmonster import collapse_whitespace
-
-    def split_form(text):
-        return " ".join(text.split())
+    from stentor_hub.recipes.data import collapse_whitespace_python as split_form
 
     for c in range(sys.maxunicode + 1):
         ch = chr(c)

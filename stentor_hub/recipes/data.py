@@ -49,13 +49,10 @@ def _collapse_whitespace_engine():
     """The compiled one-pass form (same result; the split builds an object per word, a third
     of a preparation worker's time) with the compiled TokenMonster engine, else the split:
     ``STENTOR_TOKENMONSTER=python`` turns both off."""
-    from stentor_hub.tokenmonster import DEFAULT_ENGINE
+    from stentor_hub.tokenmonster import NATIVE
 
-    if DEFAULT_ENGINE == "native":
-        from stentor_hub._native import _tokenmonster
-
-        return getattr(_tokenmonster, "collapse_whitespace", collapse_whitespace_python)  # a build before it
-    return collapse_whitespace_python
+    # a build from before it has none
+    return getattr(NATIVE, "collapse_whitespace", collapse_whitespace_python)
 
 
 collapse_whitespace = _collapse_whitespace_engine()
